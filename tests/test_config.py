@@ -1,0 +1,62 @@
+"""params.yaml validation: errors name the key path."""
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pytest
+
+from clcae.config import ConfigError, Params, build, load_params, param
+
+
+@dataclass
+class Inner:
+    lr: float = param(1e-4, gt=0)
+    steps: int = param(10, ge=1)
+    mode: Literal["a", "b"] = "a"
+    layers: list[int] = field(default_factory=lambda: [1, 2])
+    out: Optional[str] = None
+
+
+@dataclass
+class Outer:
+    train_encoder: Inner = field(default_factory=Inner)
+
+
+def test_defaults_and_coercion():
+    cfg = build(Outer, {"train_encoder": {"lr": 1, "layers": [3], "out": "x"}})
+    assert cfg.train_encoder.lr == 1.0 and isinstance(cfg.train_encoder.lr, float)
+    assert cfg.train_encoder.layers == [3] and cfg.train_encoder.steps == 10
+
+
+@pytest.mark.parametrize("block,message", [
+    ({"lr": "fast"}, "train_encoder.lr: expected a float, got 'fast'"),
+    ({"steps": 2.5}, "train_encoder.steps: expected an int, got 2.5"),
+    ({"steps": True}, "train_encoder.steps: expected an int, got True"),
+    ({"steps": 0}, "train_encoder.steps: must be >= 1, got 0"),
+    ({"lr": 0}, "train_encoder.lr: must be > 0, got 0.0"),
+    ({"mode": "c"}, "train_encoder.mode: expected one of ['a', 'b'], got 'c'"),
+    ({"layers": [1, "x"]}, "train_encoder.layers[1]: expected an int, got 'x'"),
+    ({"lrr": 1}, "train_encoder.lrr: unknown key"),
+])
+def test_errors_name_the_key(block, message):
+    with pytest.raises(ConfigError) as err:
+        build(Outer, {"train_encoder": block})
+    assert message in str(err.value)
+
+
+def test_unknown_block_and_file_named(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("shared:\n  seed: 1\nnot_a_stage: {}\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: not_a_stage: unknown key"):
+        load_params(path)
+    path.write_text("shared: {seed: -1}\n")
+    with pytest.raises(ConfigError, match=r"shared.seed: must be >= 0"):
+        load_params(path)
+    path.write_text("shared: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_repo_params_are_valid():
+    from conftest import ROOT
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)

@@ -131,12 +131,27 @@ class SharedConfig:
     seed: int = param(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     world: Literal["procfaces", "ffhq"] = "procfaces"
+    generator: str = "assets/procfaces/generator.pt"  # rosinality-layout StyleGAN2 checkpoint
+
+
+@dataclass
+class SynthesizeConfig:
+    """Image-latent pairs (I = G(w), w) for the aligner."""
+    n_pairs: int = param(20_000, ge=1)
+    shard_size: int = param(5_000, ge=1)
+    batch_size: int = param(250, ge=1)
+    truncation: float = param(1.0, gt=0, le=1)
+    noise_mode: Literal["const", "random"] = "const"
+    resolution: int = param(0, ge=0, help="0: the generator's size; else resized with antialiasing")
+    out_dir: str = "data/pairs"
+    report_dir: str = "reports/synthesize"
 
 
 @dataclass
 class Params:
     """The whole params.yaml. Later stages add their blocks here."""
     shared: SharedConfig = field(default_factory=SharedConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -173,3 +188,19 @@ def resolve_device(shared: SharedConfig):
     if shared.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("shared.device: 'cuda' requested but no CUDA device is available")
     return torch.device(shared.device)
+
+
+def stage_main(run, argv=None) -> None:
+    """Entry point of a stages/ script: ``run(load_params(path))``; params errors exit 2."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(params)

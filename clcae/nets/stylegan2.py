@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clcae.io import save_torch
+
 NOISE_MODES = ("const", "random", "none")
 DEFAULT_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}
 
@@ -466,8 +468,4 @@ def rosinality_state_dict(G: Generator) -> dict:
 
 def save_generator(G: Generator, path: str | os.PathLike, **extra) -> None:
     """Write ``{'g_ema': ..., 'latent_avg': ...}`` atomically (temp file, then rename)."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"g_ema": rosinality_state_dict(G), "latent_avg": G.latent_avg.detach().cpu().clone(), **extra}, tmp)
-    os.replace(tmp, path)
+    save_torch({"g_ema": rosinality_state_dict(G), "latent_avg": G.latent_avg.detach().cpu().clone(), **extra}, path)

@@ -1,0 +1,142 @@
+"""Stage `synthesize`: image-latent pairs (I = G(w), w) for the contrastive aligner.
+
+The official CLCAE code ships no script for this. Pairs go into a few shards
+(``shard_00000.pt``: uint8 images [n, 3, S, S], float32 w [n, style_dim], the shard seed and
+row of every pair), plus ``stats.pt`` (``w_avg`` = the generator's latent_avg and
+``image_avg`` = G(w_avg), the average image the aligner subtracts, pSp/ReStyle-style).
+
+Resumable by shard: each shard is written atomically, so one that exists is complete; a
+restarted run (same config, see ``manifest.json``) skips finished shards and produces
+byte-identical pairs, because pair i's z is row ``i % shard_size`` of a generator seeded
+by ``(seed, shard)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from clcae.io import save_json, save_torch
+from clcae.world.procfaces import derive_seed
+from clcae.world.quality import to_uint8
+
+
+@dataclasses.dataclass
+class PairSpec:
+    """What defines the pairs; a change invalidates finished shards."""
+    generator: str
+    n_pairs: int
+    shard_size: int
+    truncation: float
+    noise_mode: str
+    resolution: int
+    seed: int
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    return derive_seed(seed, "synthesize", str(shard)) % (2 ** 62)
+
+
+def shard_latents(seed: int, shard: int, n: int, style_dim: int) -> torch.Tensor:
+    """z [n, style_dim] of one shard: a function of (seed, shard) alone."""
+    return torch.randn(n, style_dim, generator=torch.Generator().manual_seed(shard_seed(seed, shard)))
+
+
+@torch.inference_mode()
+def render_pairs(G, z: torch.Tensor, spec: PairSpec, batch_size: int, noise_seed: int):
+    """(uint8 images [n, 3, R, R], w [n, style_dim]) for latents z, batched."""
+    device = G.latent_avg.device
+    images, ws = [], []
+    for b, chunk in enumerate(z.split(batch_size)):
+        w = G.mapping(chunk.to(device))
+        if spec.truncation != 1.0:
+            w = G.latent_avg + spec.truncation * (w - G.latent_avg)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(noise_seed + b)  # "random" noise reproducible per batch
+            img = G.synthesis(w[:, None].expand(-1, G.n_latent, -1), noise_mode=spec.noise_mode)
+        if spec.resolution != G.size:
+            img = F.interpolate(img, size=(spec.resolution, spec.resolution), mode="bilinear",
+                                antialias=True, align_corners=False)
+        images.append(to_uint8(img).cpu())
+        ws.append(w.float().cpu())
+    return torch.cat(images), torch.cat(ws)
+
+
+def prepare_folder(folder: Path, spec: PairSpec) -> None:
+    """Keep finished shards only if they were made with the same spec."""
+    manifest = folder / "manifest.json"
+    wanted = dataclasses.asdict(spec)
+    if manifest.exists() and json.loads(manifest.read_text()) == wanted:
+        return
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    save_json(wanted, manifest)
+
+
+def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, progress: bool = True) -> dict:
+    """Write the pair shards and stats; return counts. Skips shards already written."""
+    folder = Path(out_dir)
+    prepare_folder(folder, spec)
+    n_shards = -(-spec.n_pairs // spec.shard_size)
+    done = 0
+    bar = tqdm(total=spec.n_pairs, disable=not progress, desc="synthesize", unit="pair")
+    for shard in range(n_shards):
+        n = min(spec.shard_size, spec.n_pairs - shard * spec.shard_size)
+        path = folder / f"shard_{shard:05d}.pt"
+        if not path.exists():
+            z = shard_latents(spec.seed, shard, n, G.style_dim)
+            images, w = render_pairs(G, z, spec, batch_size, noise_seed=shard_seed(spec.seed, shard))
+            save_torch({"images": images, "w": w, "shard_seed": shard_seed(spec.seed, shard),
+                        "row": torch.arange(n), "index": torch.arange(n) + shard * spec.shard_size}, path)
+            done += n
+        bar.update(n)
+    bar.close()
+    with torch.inference_mode():
+        w_avg = G.latent_avg.float()
+        image_avg = G.synthesis(w_avg[None, None].expand(1, G.n_latent, -1), noise_mode="const")
+        if spec.resolution != G.size:
+            image_avg = F.interpolate(image_avg, size=(spec.resolution,) * 2, mode="bilinear", antialias=True)
+    save_torch({"w_avg": w_avg.cpu(), "image_avg": image_avg.float().cpu()}, folder / "stats.pt")
+    return {"n_pairs": spec.n_pairs, "n_shards": n_shards, "rendered_now": done}
+
+
+def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """All shards -> (uint8 images [N, 3, R, R], w [N, style_dim], stats)."""
+    folder = Path(folder)
+    shards = sorted(folder.glob("shard_*.pt"))
+    if not shards:
+        raise FileNotFoundError(f"{folder}: no shard_*.pt files (run `dvc repro synthesize`)")
+    parts = [torch.load(s) for s in shards]
+    stats_path = folder / "stats.pt"
+    if not stats_path.exists():
+        raise FileNotFoundError(f"{stats_path}: missing (the synthesize stage did not finish)")
+    return torch.cat([p["images"] for p in parts]), torch.cat([p["w"] for p in parts]), torch.load(stats_path)
+
+
+def run(params) -> dict:
+    """Stage entry: params.shared + params.synthesize -> data/pairs, reports/synthesize/metrics.json."""
+    import time
+
+    from clcae.config import resolve_device
+    from clcae.nets.stylegan2 import load_generator
+
+    cfg = params.synthesize
+    device = resolve_device(params.shared)
+    G = load_generator(params.shared.generator, device=device)
+    spec = PairSpec(generator=params.shared.generator, n_pairs=cfg.n_pairs, shard_size=cfg.shard_size,
+                    truncation=cfg.truncation, noise_mode=cfg.noise_mode,
+                    resolution=cfg.resolution or G.size, seed=params.shared.seed)
+    start = time.perf_counter()
+    counts = synthesize(G, spec, cfg.out_dir, batch_size=cfg.batch_size)
+    seconds = time.perf_counter() - start
+    metrics = {**counts, "seconds": round(seconds, 2),
+               "pairs_per_s": round(counts["rendered_now"] / seconds, 1) if counts["rendered_now"] else None,
+               "device": str(device)}
+    save_json(metrics, Path(cfg.report_dir) / "metrics.json")
+    return metrics

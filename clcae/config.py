@@ -148,10 +148,34 @@ class SynthesizeConfig:
 
 
 @dataclass
+class TrainAlignerConfig:
+    """Contrastive W-image aligner (h_I, h_w, learnable temperature)."""
+    num_layers: Literal[18, 34, 50, 100, 152] = 18  # IR-SE depth of h_I (paper: 50)
+    width: int = param(16, ge=1, help="IR-SE base channels (paper: 64)")
+    embed_dim: int = param(256, ge=1)
+    heads: int = param(4, ge=1)
+    ff_dim: int = param(512, ge=1)
+    dropout: float = param(0.0, ge=0, lt=1)
+    temperature_init: float = param(0.07, gt=0)
+    lambda_i2w: float = param(0.5, ge=0, le=1, help="weight of the image->w direction")
+    batch_size: int = param(256, ge=2, help="global batch (split across ranks)")
+    lr: float = param(1e-3, gt=0)
+    weight_decay: float = param(0.0, ge=0)
+    warmup_steps: int = param(50, ge=0)
+    steps: int = param(1500, ge=1)
+    holdout: int = param(1000, ge=2, help="last pairs kept out of training for retrieval")
+    eval_every: int = param(100, ge=1)
+    checkpoint_every: int = param(100, ge=1)
+    out_dir: str = "data/aligner"
+    report_dir: str = "reports/aligner"
+
+
+@dataclass
 class Params:
     """The whole params.yaml. Later stages add their blocks here."""
     shared: SharedConfig = field(default_factory=SharedConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    train_aligner: TrainAlignerConfig = field(default_factory=TrainAlignerConfig)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -180,14 +204,14 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
 
 
 def resolve_device(shared: SharedConfig):
-    """'auto' -> cuda when available, else cpu."""
+    """'auto' -> this rank's GPU when CUDA is available, else cpu; 'cuda' without one is an error."""
     import torch
 
-    if shared.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from clcae.distributed import resolve_device as rank_device
+
     if shared.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("shared.device: 'cuda' requested but no CUDA device is available")
-    return torch.device(shared.device)
+    return rank_device(shared.device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def stage_main(run, argv=None) -> None:

@@ -94,3 +94,39 @@ def _ranks(queries: torch.Tensor, keys: torch.Tensor, start: int) -> torch.Tenso
     beats = sim >= own[:, None]
     beats[rows, rows + start] = False
     return beats.sum(1)  # [c]
+
+
+class AlignLoss(nn.Module):
+    """L_align(I, w): how well latents w fit images I under the frozen aligner.
+
+    ``mode="infonce"`` (default, as the official encoder training uses the contrastive
+    loss) scores each pair against the other pairs of the batch with the aligner's learned
+    temperature; ``mode="cosine"`` is 1 - cos(h_I, h_w) per pair, batch-size independent.
+    The aligner is frozen and stays in eval mode even when the owner calls ``.train()``.
+    """
+
+    def __init__(self, aligner: nn.Module, mode: str = "infonce"):
+        super().__init__()
+        if mode not in ("infonce", "cosine"):
+            raise ValueError(f"AlignLoss.mode must be 'infonce' or 'cosine', got {mode!r}")
+        self.aligner = aligner.eval().requires_grad_(False)
+        self.mode = mode
+        self.infonce = InfoNCELoss(lambda_=0.5, gather=True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.aligner.eval()
+        return self
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu", mode: str = "infonce") -> "AlignLoss":
+        from clcae.nets.aligner import load_aligner
+
+        return cls(load_aligner(path, device), mode)
+
+    def forward(self, image: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        h_image = self.aligner.embed_image(image)  # [B, E]
+        h_latent = self.aligner.embed_latent(w)  # [B, E]
+        if self.mode == "cosine":
+            return (1 - F.cosine_similarity(h_image, h_latent, dim=-1)).mean()
+        return self.infonce(h_image, h_latent, self.aligner.logit_scale)

@@ -120,3 +120,28 @@ def test_ddp_with_gathered_features_equals_one_process(tmp_path):
         # per-rank negatives (the official code's choice) give a different, smaller-batch loss
         local = (ranks[0][name]["local_only"] + ranks[1][name]["local_only"]) / 2
         assert abs(local.item() - loss.item()) > 1e-3
+
+
+def test_align_loss_is_frozen_and_scores_pairs():
+    from clcae.losses import AlignLoss
+    from clcae.nets.aligner import Aligner, AlignerConfig
+
+    torch.manual_seed(0)
+    aligner = Aligner(AlignerConfig(image_size=32, num_layers=18, width=4, style_dim=16, embed_dim=8,
+                                    heads=2, ff_dim=16, dropout=0.0))
+    loss = AlignLoss(aligner, mode="cosine").train()
+    assert not aligner.training and not any(p.requires_grad for p in aligner.parameters())
+    image = torch.randn(3, 3, 32, 32, requires_grad=True)
+    w = torch.randn(3, 16, requires_grad=True)
+    value = loss(image, w)
+    with torch.no_grad():
+        a = aligner.embed_image(image)
+        b = aligner.embed_latent(w)
+        by_hand = sum(1 - (a[i] @ b[i]) / (a[i].norm() * b[i].norm()) for i in range(3)) / 3
+    torch.testing.assert_close(value, by_hand, atol=1e-6, rtol=0)
+    value.backward()
+    assert image.grad.abs().sum() > 0 and w.grad.abs().sum() > 0
+    # the InfoNCE mode is the aligner's own training loss at its learned temperature
+    nce = AlignLoss(aligner)(image, w)
+    expected = InfoNCELoss(0.5)(aligner.embed_image(image), aligner.embed_latent(w), aligner.logit_scale)
+    torch.testing.assert_close(nce, expected)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from clcae.world.world_cnn import WorldCNNConfig
+
 
 class ConfigError(ValueError):
     """A params value that is unknown, of the wrong type or impossible; names its key path."""
@@ -135,6 +137,21 @@ class SharedConfig:
 
 
 @dataclass
+class WorldConfig:
+    """The procfaces world: data splits, world CNN, generator check (stage `world`)."""
+    size: int = param(64, ge=16)
+    train_people: int = param(1000, ge=2, help="identities of the world's FFHQ")
+    train_per_person: int = param(8, ge=1)
+    test_people: int = param(300, ge=2, help="identities of the world's CelebA-HQ (disjoint)")
+    test_per_person: int = param(4, ge=1)
+    shard_size: int = param(4000, ge=1)
+    quality_samples: int = param(5000, ge=100, help="generator samples scored against train images")
+    out_dir: str = "data/world"
+    report_dir: str = "reports/world"
+    world_cnn: WorldCNNConfig = field(default_factory=WorldCNNConfig)
+
+
+@dataclass
 class SynthesizeConfig:
     """Image-latent pairs (I = G(w), w) for the aligner."""
     n_pairs: int = param(20_000, ge=1)
@@ -174,6 +191,7 @@ class TrainAlignerConfig:
 class Params:
     """The whole params.yaml. Later stages add their blocks here."""
     shared: SharedConfig = field(default_factory=SharedConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     train_aligner: TrainAlignerConfig = field(default_factory=TrainAlignerConfig)
 

@@ -1,0 +1,515 @@
+"""The world CNN: a small ResNet trained on ProcFaces with exact labels.
+
+Why it exists: in the offline procfaces world there is no ArcFace, attribute classifier or
+LPIPS backbone to download, so one small network trained on rendered faces plays all three:
+
+* ``identity(x) -> [N, 128]`` unit vectors (ArcFace's role in the ID loss and ID metric),
+  trained with a CosFace margin softmax over person ids;
+* ``attributes(x) -> [N, 7]`` regression of :data:`procfaces.ATTRIBUTES` (InterFaceGAN labels,
+  editing scores), trained with MSE;
+* ``features(x)`` (multi-layer maps, for :func:`perceptual_distance`) and ``pooled(x)``
+  (for FID-style statistics). A distance through this net is *not* LPIPS; name it so.
+
+Inputs are ``[N, 3, 64, 64]`` images in [-1, 1] (other sizes work; the flatten head assumes
+the final 4x4 map of a 64 px input, so other sizes are resized to 64 first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clcae.world import procfaces as pf
+
+INPUT_SIZE = 64
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class WorldCNNConfig:
+    """Training recipe; the defaults train in about 2-3 minutes on 2 CPU cores."""
+
+    n_people: int = 2000          # training identities (ProcFaces train split)
+    per_person: int = 8           # images per identity (attributes/nuisance vary)
+    steps: int = 800              # optimizer steps (~3.2 epochs of the default data)
+    batch_size: int = 64
+    lr: float = 3e-3              # AdamW, linear warm-up then cosine decay
+    weight_decay: float = 1e-4
+    warmup_frac: float = 0.05
+    seed: int = 0
+    detail_prob: float = 0.5      # share of training images with test-split details
+    widths: tuple[int, ...] = (16, 32, 64, 128, 192)  # stem + 4 stages
+    emb_dim: int = 128
+    margin: float = 0.25          # CosFace additive cosine margin
+    scale: float = 16.0           # CosFace logit scale (30 starved the attribute heads)
+    attr_weight: float = 10.0     # MSE on standardised attributes; lower weights left the small
+                                  # features (lip_red, eye_open) unlearnt in the step budget
+    trait_weight: float = 0.5     # auxiliary MSE on the standardised identity traits
+    eval_people: int = 200        # held-out people (train split) and test-split people
+    eval_per_person: int = 4
+    render_batch: int = 500
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        for key in ("n_people", "per_person", "steps", "batch_size", "eval_people", "emb_dim"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"WorldCNNConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.eval_per_person < 2:
+            raise ValueError("WorldCNNConfig.eval_per_person must be >= 2 (verification pairs)")
+        if len(self.widths) != 5:
+            raise ValueError(f"WorldCNNConfig.widths needs 5 entries (stem + 4 stages), got {self.widths}")
+        if not 0.0 <= self.detail_prob <= 1.0:
+            raise ValueError(f"WorldCNNConfig.detail_prob must be in [0, 1], got {self.detail_prob}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WorldCNNConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise KeyError(f"WorldCNNConfig: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+def _conv_bn(ci: int, co: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(ci, co, 3, stride, 1, bias=False), nn.BatchNorm2d(co),
+                         nn.ReLU(inplace=True))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs + projection shortcut when the shape changes)."""
+
+    def __init__(self, ci: int, co: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ci, co, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(co)
+        self.conv2 = nn.Conv2d(co, co, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(co)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or ci != co:
+            # ResNet-D shortcut (average-pool, then 1x1 conv): sees every input pixel, and
+            # avoids a strided 1x1 conv whose channels_last backward segfaulted on CPU
+            # (torch 2.14.1, 8 channels at 64 px)
+            pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+            self.shortcut = nn.Sequential(pool, nn.Conv2d(ci, co, 1, bias=False), nn.BatchNorm2d(co))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+
+class WorldCNN(nn.Module):
+    """Full-resolution stem + 4 residual stages: 64 -> 32 -> 16 -> 8 -> 4 px.
+
+    The stem stays at 64 px because the attributes live in features 2-6 px across (eyelids,
+    lips); striding at once cost most of the eye_open / lip_red signal.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128, 192), emb_dim: int = 128,
+                 n_attributes: int = len(pf.ATTRIBUTES), neck_dim: int = 256,
+                 n_traits: int = len(pf.IDENTITY_DIMS)):
+        super().__init__()
+        w = tuple(widths)
+        self.widths, self.emb_dim, self.n_attributes = w, emb_dim, n_attributes
+        self.stem = _conv_bn(3, w[0], stride=1)                  # [N, w0, 64, 64]
+        self.stages = nn.ModuleList([
+            BasicBlock(w[0], w[1], 2),                           # [N, w1, 32, 32]
+            BasicBlock(w[1], w[2], 2),                           # [N, w2, 16, 16]
+            BasicBlock(w[2], w[3], 2),                           # [N, w3, 8, 8]
+            BasicBlock(w[3], w[4], 2),                           # [N, w4, 4, 4]
+        ])
+        # the flatten neck keeps the 4x4 layout: where a feature is matters (yaw, eye spacing)
+        self.neck = nn.Sequential(nn.Flatten(), nn.Linear(w[4] * 16, neck_dim),
+                                  nn.BatchNorm1d(neck_dim), nn.ReLU(inplace=True))
+        self.id_head = nn.Linear(neck_dim, emb_dim)
+        self.attr_head = nn.Sequential(nn.Linear(neck_dim, 128), nn.ReLU(inplace=True),
+                                       nn.Linear(128, n_attributes))
+        self.trait_head = nn.Linear(neck_dim, n_traits)  # auxiliary: dense identity supervision
+        # attributes are regressed standardised; these undo it (set from the training labels)
+        self.register_buffer("attr_mean", torch.zeros(n_attributes))
+        self.register_buffer("attr_std", torch.ones(n_attributes))
+
+    @staticmethod
+    def _prepare(x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"WorldCNN expects images [N, 3, H, W] in [-1, 1], got {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            x = x.float() / 127.5 - 1
+        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                              antialias=True, align_corners=False)
+        return x
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps after the stem and each stage (5 maps, 64 px down to 4 px)."""
+        h = self.stem(self._prepare(x))
+        feats = [h]
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[-1]  # [N, w4, 4, 4]
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled last stage ``[N, w4]`` (FID-style statistics)."""
+        return self._trunk(x).mean(dim=(2, 3))
+
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised identity embedding ``[N, emb_dim]``."""
+        return F.normalize(self.id_head(self.neck(self._trunk(x))), dim=1)
+
+    def attributes(self, x: torch.Tensor) -> torch.Tensor:
+        """Attribute predictions ``[N, 7]`` in :data:`procfaces.ATTRIBUTES` order and units."""
+        return self.attr_head(self.neck(self._trunk(x))) * self.attr_std + self.attr_mean
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass for training: ``(identity [N, emb_dim], standardised attributes [N, 7],
+        standardised identity traits [N, 20])``."""
+        z = self.neck(self._trunk(x))
+        return F.normalize(self.id_head(z), dim=1), self.attr_head(z), self.trait_head(z)
+
+
+def perceptual_distance(model: WorldCNN, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """LPIPS-style distance through the world CNN ``[N]`` (differentiable; not LPIPS).
+
+    Per layer: unit-normalise each pixel's channel vector, squared difference summed over
+    channels, mean over space; then summed across layers. Call ``model.eval()`` first.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"perceptual_distance: shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}")
+    fx, fy = model.features(x), model.features(y)
+    total = x.new_zeros(x.shape[0])
+    for a, b in zip(fx, fy):
+        a = a / (a.norm(dim=1, keepdim=True) + 1e-8)
+        b = b / (b.norm(dim=1, keepdim=True) + 1e-8)
+        total = total + (a - b).square().sum(dim=1).mean(dim=(1, 2))
+    return total
+
+
+class CosFaceHead(nn.Module):
+    """Additive-margin cosine softmax (CosFace): logits = s * (cos - m * onehot)."""
+
+    def __init__(self, emb_dim: int, n_classes: int, margin: float, scale: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, emb_dim) * 0.01)
+        self.margin, self.scale = margin, scale
+
+    def forward(self, emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cos = emb @ F.normalize(self.weight, dim=1).t()  # [N, C]
+        cos = cos - self.margin * F.one_hot(target, cos.shape[1]).to(cos.dtype)
+        return F.cross_entropy(self.scale * cos, target)
+
+
+# --------------------------------------------------------------------------------------------
+# Save / load
+# --------------------------------------------------------------------------------------------
+
+def save_world_cnn(model: WorldCNN, path: str | os.PathLike, config: WorldCNNConfig | None = None,
+                   metrics: dict | None = None, history: list[dict] | None = None) -> Path:
+    """Write ``{'config', 'state_dict', 'metrics', 'history'}`` atomically (temp + os.replace).
+
+    ``history`` is the per-step loss curve (kept in the checkpoint, not in the metrics, so a
+    metrics file stays small)."""
+    path = Path(path)
+    cfg = dataclasses.asdict(config) if config is not None else {}
+    cfg.update(widths=list(model.widths), emb_dim=model.emb_dim)
+    blob = {"config": cfg, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "metrics": dict(metrics or {}), "history": list(history or [])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_world_cnn(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> WorldCNN:
+    """Load a frozen model in eval mode; errors name the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: world CNN checkpoint not found (run the world stage)")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"{path}: not a readable world CNN checkpoint ({e})") from e
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: world CNN checkpoint must be a dict, got {type(blob).__name__}")
+    missing = [k for k in ("config", "state_dict") if k not in blob]
+    if missing:
+        raise KeyError(f"{path}: world CNN checkpoint lacks key(s) {missing} "
+                       f"(has {sorted(blob)})")
+    cfg = blob["config"]
+    for key in ("widths", "emb_dim"):
+        if key not in cfg:
+            raise KeyError(f"{path}: world CNN checkpoint config lacks {key!r}")
+    model = WorldCNN(widths=tuple(cfg["widths"]), emb_dim=int(cfg["emb_dim"]))
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: state_dict does not fit WorldCNN{tuple(cfg['widths'])}: {e}") from e
+    model.eval().requires_grad_(False)
+    model.checkpoint_config = dict(cfg)            # type: ignore[attr-defined]
+    model.checkpoint_metrics = dict(blob.get("metrics", {}))  # type: ignore[attr-defined]
+    model.checkpoint_history = list(blob.get("history", []))  # type: ignore[attr-defined]
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def embed(model: WorldCNN, images: torch.Tensor, batch_size: int = 500
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Identity embeddings and attribute predictions for uint8 or [-1, 1] images."""
+    was_training = model.training
+    model.eval()
+    ids, attrs = [], []
+    for i in range(0, images.shape[0], batch_size):
+        x = _to_float(images[i:i + batch_size])
+        z = model.neck(model._trunk(x))
+        ids.append(F.normalize(model.id_head(z), dim=1))
+        attrs.append(model.attr_head(z) * model.attr_std + model.attr_mean)
+    model.train(was_training)
+    return torch.cat(ids), torch.cat(attrs)
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
+
+
+def attribute_r2(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """sklearn R^2 per attribute plus their mean."""
+    from sklearn.metrics import r2_score
+
+    out = {name: float(r2_score(target[:, j].numpy(), pred[:, j].numpy()))
+           for j, name in enumerate(pf.ATTRIBUTES)}
+    out["mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+def verification_accuracy(emb: torch.Tensor, person_id: torch.Tensor, seed: int = 0) -> float:
+    """Same/different-person accuracy with a threshold fitted on the other half of the people.
+
+    People are split in two halves; each half gets all its same-person pairs and as many
+    random different-person pairs. The cosine threshold that maximises accuracy on one half is
+    scored on the other; the two folds are averaged.
+    """
+    g = torch.Generator().manual_seed(seed)
+    people = torch.unique(person_id)
+    people = people[torch.randperm(len(people), generator=g)]
+    halves = [people[: len(people) // 2], people[len(people) // 2:]]
+    pairs = [_pairs(emb, person_id, h, g) for h in halves]
+    accs = []
+    for fit, score in ((0, 1), (1, 0)):
+        thr = _best_threshold(*pairs[fit])
+        sims, same = pairs[score]
+        accs.append(float(((sims > thr) == same).float().mean()))
+    return float(np.mean(accs))
+
+
+def _pairs(emb, person_id, people, g) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities and same-person flags for one half of the people."""
+    idx = torch.nonzero(torch.isin(person_id, people)).squeeze(1)
+    pid = person_id[idx]
+    same_i, same_j = torch.triu_indices(len(idx), len(idx), offset=1)
+    keep = pid[same_i] == pid[same_j]
+    pos = (idx[same_i[keep]], idx[same_j[keep]])
+    n_neg = int(keep.sum())
+    a = torch.randint(0, len(idx), (4 * n_neg,), generator=g)
+    b = torch.randint(0, len(idx), (4 * n_neg,), generator=g)
+    diff = pid[a] != pid[b]
+    neg = (idx[a[diff][:n_neg]], idx[b[diff][:n_neg]])
+    i = torch.cat([pos[0], neg[0]])
+    j = torch.cat([pos[1], neg[1]])
+    sims = (emb[i] * emb[j]).sum(1)
+    same = torch.cat([torch.ones(len(pos[0]), dtype=torch.bool), torch.zeros(len(neg[0]), dtype=torch.bool)])
+    return sims, same
+
+
+def _best_threshold(sims: torch.Tensor, same: torch.Tensor) -> float:
+    order = torch.argsort(sims)
+    s, y = sims[order], same[order].float()
+    # predicting "same" for everything above position k: correct = negatives below + positives above
+    neg_below = torch.cat([torch.zeros(1), torch.cumsum(1 - y, 0)])
+    pos_above = y.sum() - torch.cat([torch.zeros(1), torch.cumsum(y, 0)])
+    k = int(torch.argmax(neg_below + pos_above))
+    lo = s[k - 1] if k > 0 else s[0] - 1
+    hi = s[k] if k < len(s) else s[-1] + 1
+    return float((lo + hi) / 2)
+
+
+def evaluate(model: WorldCNN, images: torch.Tensor, labels: torch.Tensor, person_id: torch.Tensor,
+             seed: int = 0) -> dict:
+    """R^2 per attribute and identity verification accuracy on one held-out set."""
+    emb, pred = embed(model, images)
+    return {"attr_r2": attribute_r2(pred, labels),
+            "verification_acc": verification_accuracy(emb, person_id, seed=seed)}
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+def _render_people(u: torch.Tensor, details: dict | None, batch: int) -> torch.Tensor:
+    """Render latents to uint8 images [N, 3, 64, 64] in batches."""
+    out = torch.empty(u.shape[0], 3, INPUT_SIZE, INPUT_SIZE, dtype=torch.uint8)
+    for i in range(0, u.shape[0], batch):
+        sl = slice(i, i + batch)
+        d = None if details is None else {k: v[sl] for k, v in details.items()}
+        out[sl] = pf.to_uint8(pf.render(pf.decode(u[sl]), size=INPUT_SIZE, details=d))
+    return out
+
+
+def identity_traits(u: torch.Tensor) -> torch.Tensor:
+    """Standardised identity traits ``[N, 20]``: Phi(u) of the identity dims, unit variance."""
+    return (torch.special.ndtr(u[:, list(pf.IDENTITY_DIMS)]) - 0.5) * math.sqrt(12.0)
+
+
+def make_datasets(cfg: WorldCNNConfig) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Renders for training and evaluation: ``{name: (images uint8, labels, person_id, u)}``.
+
+    "train": ``n_people x per_person`` images, details on a ``detail_prob`` share of them;
+    "heldout": the next ``eval_people`` identities of the same train-split stream (no details);
+    "test": ``eval_people`` test-split identities with details on.
+    """
+    n_train = cfg.n_people * cfg.per_person
+    u, pid = pf.sample_split("train", cfg.n_people + cfg.eval_people, cfg.per_person, cfg.seed)
+    g = torch.Generator().manual_seed(pf.derive_seed(cfg.seed, "world_cnn", "details"))
+    details = pf.sample_details(n_train, g, p=cfg.detail_prob)
+    held = (pid >= cfg.n_people) & ((torch.arange(len(pid)) % cfg.per_person) < cfg.eval_per_person)
+    u_tr, pid_tr = u[:n_train], pid[:n_train]
+    u_ho, pid_ho = u[held], pid[held]
+    test_imgs, u_te, pid_te, lab_te = pf.render_split("test", cfg.eval_people, cfg.eval_per_person,
+                                                      cfg.seed, batch_size=cfg.render_batch)
+    return {
+        "train": (_render_people(u_tr, details, cfg.render_batch),
+                  pf.attribute_labels(pf.decode(u_tr)), pid_tr, u_tr),
+        "heldout": (_render_people(u_ho, None, cfg.render_batch),
+                    pf.attribute_labels(pf.decode(u_ho)), pid_ho, u_ho),
+        "test": (test_imgs, lab_te, pid_te, u_te),
+    }
+
+
+def _lr_at(step: int, cfg: WorldCNNConfig) -> float:
+    warm = max(1, int(cfg.warmup_frac * cfg.steps))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, cfg.steps - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def train_world_cnn(cfg: WorldCNNConfig | dict | None = None, out_path: str | os.PathLike | None = None,
+                    progress: bool = True, data: dict | None = None) -> dict:
+    """Render data, train with AdamW on CPU, evaluate, save to ``out_path``; return metrics.
+
+    Losses: CosFace over person ids on the identity embedding, MSE on standardised attributes,
+    auxiliary MSE on the identity traits. Metrics: per-attribute R^2 and identity verification
+    accuracy on held-out people of the train split (no details) and of the test split (details
+    on), losses, timings. ``data`` (from :func:`make_datasets` with the same cfg) skips rendering.
+    """
+    if cfg is None:
+        cfg = WorldCNNConfig()
+    elif isinstance(cfg, dict):
+        cfg = WorldCNNConfig.from_dict(cfg)
+    log = print if progress else (lambda *a, **k: None)
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    if data is None:
+        data = make_datasets(cfg)
+    t_render = time.perf_counter() - t0
+    images, labels, pid, u = data["train"]
+    if images.shape[0] != cfg.n_people * cfg.per_person:
+        raise ValueError(f"train data has {images.shape[0]} images, config wants "
+                         f"{cfg.n_people} x {cfg.per_person}")
+    traits = identity_traits(u)  # [N, 20]
+    log(f"[world_cnn] rendered {images.shape[0]} train + {data['heldout'][0].shape[0]} held-out + "
+        f"{data['test'][0].shape[0]} test images in {t_render:.1f} s")
+
+    model = WorldCNN(cfg.widths, cfg.emb_dim)
+    model.attr_mean.copy_(labels.mean(0))
+    model.attr_std.copy_(labels.std(0).clamp_min(1e-3))
+    targets = (labels - model.attr_mean) / model.attr_std  # [N, 7] standardised
+    model = model.to(memory_format=torch.channels_last)
+    head = CosFaceHead(cfg.emb_dim, cfg.n_people, cfg.margin, cfg.scale)
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"[world_cnn] {n_params / 1e6:.2f}M parameters, {cfg.steps} steps of {cfg.batch_size}")
+
+    g = torch.Generator().manual_seed(pf.derive_seed(cfg.seed, "world_cnn", "batches"))
+    order = torch.randperm(images.shape[0], generator=g)
+    pos = 0
+    history: list[dict] = []
+    t1 = time.perf_counter()
+    model.train()
+    for step in range(cfg.steps):
+        if pos + cfg.batch_size > len(order):
+            order, pos = torch.randperm(images.shape[0], generator=g), 0
+        idx = order[pos:pos + cfg.batch_size]
+        pos += cfg.batch_size
+        x = _to_float(images[idx]).contiguous(memory_format=torch.channels_last)  # [B, 3, 64, 64]
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        emb, attr, trait = model(x)
+        loss_id = head(emb, pid[idx])
+        loss_attr = F.mse_loss(attr, targets[idx])
+        loss_trait = F.mse_loss(trait, traits[idx])
+        loss = loss_id + cfg.attr_weight * loss_attr + cfg.trait_weight * loss_trait
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"world CNN: non-finite loss at step {step} (id {loss_id.item()}, "
+                                     f"attr {loss_attr.item()}, trait {loss_trait.item()})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append({"step": step, "loss_id": loss_id.item(), "loss_attr": loss_attr.item(),
+                        "loss_trait": loss_trait.item()})
+        if progress and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            rate = (step + 1) * cfg.batch_size / (time.perf_counter() - t1)
+            log(f"[world_cnn] step {step:4d}  id {loss_id.item():.3f}  attr {loss_attr.item():.4f}  "
+                f"trait {loss_trait.item():.4f}  lr {_lr_at(step, cfg):.1e}  {rate:.0f} img/s")
+    t_train = time.perf_counter() - t1
+
+    model.eval()
+    metrics = {
+        "heldout_train_split": evaluate(model, *data["heldout"][:3], seed=cfg.seed),
+        "test_split": evaluate(model, *data["test"][:3], seed=cfg.seed),
+        "final_loss_id": float(np.mean([h["loss_id"] for h in history[-20:]])),
+        "final_loss_attr": float(np.mean([h["loss_attr"] for h in history[-20:]])),
+        "first_loss_attr": float(np.mean([h["loss_attr"] for h in history[:5]])),
+        "n_params": int(n_params),
+        "render_s": round(t_render, 2),
+        "train_s": round(t_train, 2),
+        "total_s": round(time.perf_counter() - t0, 2),
+    }
+    for name in ("heldout_train_split", "test_split"):
+        m = metrics[name]
+        r2 = "  ".join(f"{k} {v:.3f}" for k, v in m["attr_r2"].items())
+        log(f"[world_cnn] {name}: verification {m['verification_acc']:.4f}  R2 {r2}")
+    model = model.to(memory_format=torch.contiguous_format)
+    if out_path is not None:
+        save_world_cnn(model, out_path, cfg, metrics, history=history)
+    return metrics

@@ -1,0 +1,6 @@
+"""DVC stage `world`: ProcFaces splits, world CNN, generator check -> clcae/world/stage.py."""
+from clcae.config import stage_main
+from clcae.world.stage import run
+
+if __name__ == "__main__":
+    stage_main(run)

@@ -1,0 +1,123 @@
+"""World CNN: shapes, perceptual distance, checkpoint round trip, a tiny training run."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clcae.world import procfaces as pf
+from clcae.world import world_cnn as wc
+
+
+@pytest.fixture(scope="module")
+def faces():
+    u = pf.sample_latents(6, torch.Generator().manual_seed(0))
+    return pf.render(pf.decode(u))  # [6, 3, 64, 64] in [-1, 1]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return wc.WorldCNN().eval()
+
+
+def test_shapes_and_unit_identity(model, faces):
+    with torch.no_grad():
+        emb = model.identity(faces)
+        attrs = model.attributes(faces)
+        feats = model.features(faces)
+        pooled = model.pooled(faces)
+    assert emb.shape == (6, 128)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(6), atol=1e-5)
+    assert attrs.shape == (6, len(pf.ATTRIBUTES))
+    assert [f.shape[-1] for f in feats] == [64, 32, 16, 8, 4]
+    assert pooled.shape == (6, model.widths[-1])
+    # uint8 input and other sizes are converted to 64 px floats
+    with torch.no_grad():
+        assert torch.allclose(model.identity(pf.to_uint8(faces)), emb, atol=0.05)
+        assert model.identity(F.interpolate(faces, size=32)).shape == (6, 128)
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        model.identity(faces[:, :1])
+
+
+def test_perceptual_distance_zero_on_self_and_grows_with_noise(model, faces):
+    with torch.no_grad():
+        assert torch.equal(wc.perceptual_distance(model, faces, faces), torch.zeros(6))
+        g = torch.Generator().manual_seed(1)
+        noise = torch.randn(faces.shape, generator=g)
+        d = [wc.perceptual_distance(model, faces, (faces + s * noise).clamp(-1, 1)).mean()
+             for s in (0.02, 0.1, 0.3)]
+    assert 0 < d[0] < d[1] < d[2]
+    # differentiable, so it can serve as a training loss
+    x = faces.clone().requires_grad_(True)
+    wc.perceptual_distance(model, x, faces.flip(0)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_save_load_round_trip(tmp_path, faces):
+    torch.manual_seed(0)
+    m = wc.WorldCNN(widths=(8, 8, 16, 16, 32), emb_dim=16)
+    m.train()
+    m(faces)  # move the BatchNorm running statistics away from their init
+    m.eval()
+    path = wc.save_world_cnn(m, tmp_path / "w.pt", metrics={"x": 1.0})
+    back = wc.load_world_cnn(path)
+    sd, sd2 = m.state_dict(), back.state_dict()
+    assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
+    with torch.no_grad():
+        assert torch.equal(m.identity(faces), back.identity(faces))
+    assert back.checkpoint_metrics == {"x": 1.0}
+    assert not any(p.requires_grad for p in back.parameters())
+    assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]  # no temp files left
+
+
+def test_load_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"config": {"widths": [8, 8, 16, 16, 32], "emb_dim": 16}}, bad)
+    with pytest.raises(KeyError, match=r"bad\.pt.*state_dict"):
+        wc.load_world_cnn(bad)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        wc.load_world_cnn(tmp_path / "nope.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"junk\.pt"):
+        wc.load_world_cnn(junk)
+    m = wc.WorldCNN(widths=(8, 8, 16, 16, 32), emb_dim=16)
+    blob = {"config": {"widths": [8, 8, 16, 16, 64], "emb_dim": 16}, "state_dict": m.state_dict()}
+    torch.save(blob, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match=r"wrong\.pt"):
+        wc.load_world_cnn(tmp_path / "wrong.pt")
+
+
+def test_verification_accuracy_on_clean_and_random_embeddings():
+    g = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(40, 32, generator=g), dim=1)
+    pid = torch.arange(40).repeat_interleave(4)
+    clean = F.normalize(centres[pid] + 0.05 * torch.randn(160, 32, generator=g), dim=1)
+    assert wc.verification_accuracy(clean, pid) > 0.99
+    noise = F.normalize(torch.randn(160, 32, generator=g), dim=1)
+    assert 0.35 < wc.verification_accuracy(noise, pid) < 0.65
+
+
+def test_config_rejects_unknown_and_bad_values():
+    with pytest.raises(KeyError, match="stepz"):
+        wc.WorldCNNConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="widths"):
+        wc.WorldCNNConfig(widths=(8, 8))
+    with pytest.raises(ValueError, match="detail_prob"):
+        wc.WorldCNNConfig(detail_prob=2.0)
+
+
+def test_tiny_training_run_reduces_attribute_loss(tmp_path):
+    cfg = wc.WorldCNNConfig(n_people=24, per_person=4, steps=40, batch_size=32, lr=2e-3,
+                            widths=(8, 16, 16, 32, 32), emb_dim=16, eval_people=6,
+                            eval_per_person=2, seed=1)
+    metrics = wc.train_world_cnn(cfg, tmp_path / "w.pt", progress=False)
+    assert metrics["final_loss_attr"] < 0.7 * metrics["first_loss_attr"]
+    for split in ("heldout_train_split", "test_split"):
+        m = metrics[split]
+        assert set(m["attr_r2"]) == set(pf.ATTRIBUTES) | {"mean"}
+        assert 0.0 <= m["verification_acc"] <= 1.0
+    back = wc.load_world_cnn(tmp_path / "w.pt")
+    assert back.checkpoint_config["n_people"] == 24
+    assert back.checkpoint_metrics["test_split"]["verification_acc"] == m["verification_acc"]
+    assert len(back.checkpoint_history) == 40 and "loss_attr" in back.checkpoint_history[0]

@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from clcae.images import to_uint8
+
 from clcae.world import procfaces as pf
 
 
@@ -27,7 +29,7 @@ def bench(split: str, n: int, batch: int) -> None:
         t = time.perf_counter()
         sl = slice(i, min(n, i + batch))
         d = None if details is None else {k: v[sl] for k, v in details.items()}
-        out[sl] = pf.to_uint8(pf.render(pf.decode(u[sl]), details=d))
+        out[sl] = to_uint8(pf.render(pf.decode(u[sl]), details=d))
         times.append((time.perf_counter() - t) / (sl.stop - sl.start))
     total = time.perf_counter() - t0
     print(f"{split:5s}: {n} images in {total:.1f} s -> {n / total:.0f} img/s overall, "

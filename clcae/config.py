@@ -156,7 +156,7 @@ class SynthesizeConfig:
     """Image-latent pairs (I = G(w), w) for the aligner."""
     n_pairs: int = param(20_000, ge=1)
     shard_size: int = param(5_000, ge=1)
-    batch_size: int = param(250, ge=1)
+    batch_size: int = param(32, ge=1)
     truncation: float = param(1.0, gt=0, le=1)
     noise_mode: Literal["const", "random"] = "const"
     resolution: int = param(0, ge=0, help="0: the generator's size; else resized with antialiasing")
@@ -168,18 +168,18 @@ class SynthesizeConfig:
 class TrainAlignerConfig:
     """Contrastive W-image aligner (h_I, h_w, learnable temperature)."""
     num_layers: Literal[18, 34, 50, 100, 152] = 18  # IR-SE depth of h_I (paper: 50)
-    width: int = param(16, ge=1, help="IR-SE base channels (paper: 64)")
-    embed_dim: int = param(256, ge=1)
+    width: int = param(8, ge=1, help="IR-SE base channels (paper: 64)")
+    embed_dim: int = param(128, ge=1)
     heads: int = param(4, ge=1)
     ff_dim: int = param(512, ge=1)
     dropout: float = param(0.0, ge=0, lt=1)
     temperature_init: float = param(0.07, gt=0)
     lambda_i2w: float = param(0.5, ge=0, le=1, help="weight of the image->w direction")
-    batch_size: int = param(256, ge=2, help="global batch (split across ranks)")
+    batch_size: int = param(128, ge=2, help="global batch (split across ranks)")
     lr: float = param(1e-3, gt=0)
     weight_decay: float = param(0.0, ge=0)
-    warmup_steps: int = param(50, ge=0)
-    steps: int = param(1500, ge=1)
+    warmup_steps: int = param(30, ge=0)
+    steps: int = param(400, ge=1)
     holdout: int = param(1000, ge=2, help="last pairs kept out of training for retrieval")
     eval_every: int = param(100, ge=1)
     checkpoint_every: int = param(100, ge=1)

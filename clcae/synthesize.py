@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from clcae.io import save_json, save_torch
 from clcae.world.procfaces import derive_seed
-from clcae.world.quality import to_uint8
+from clcae.images import to_uint8
 
 
 @dataclasses.dataclass

@@ -25,7 +25,7 @@ from clcae.io import save_json, save_torch
 from clcae.losses import InfoNCELoss, retrieval_topk
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
 from clcae.synthesize import load_pairs
-from clcae.world.quality import to_float
+from clcae.images import to_float
 
 
 def aligner_config(cfg, image_size: int, style_dim: int) -> AlignerConfig:

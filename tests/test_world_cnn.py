@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+
+from clcae.images import to_uint8
 import torch.nn.functional as F
 
 from clcae.world import procfaces as pf
@@ -33,7 +35,7 @@ def test_shapes_and_unit_identity(model, faces):
     assert pooled.shape == (6, model.widths[-1])
     # uint8 input and other sizes are converted to 64 px floats
     with torch.no_grad():
-        assert torch.allclose(model.identity(pf.to_uint8(faces)), emb, atol=0.05)
+        assert torch.allclose(model.identity(to_uint8(faces)), emb, atol=0.05)
         assert model.identity(F.interpolate(faces, size=32)).shape == (6, 128)
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         model.identity(faces[:, :1])

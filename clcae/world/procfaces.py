@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clcae.images import to_uint8
+
 # --------------------------------------------------------------------------------------------
 # Latent layout
 # --------------------------------------------------------------------------------------------
@@ -593,11 +595,6 @@ def _pixel_noise(d: dict[str, torch.Tensor], size: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Whole splits and PNG folders
 # --------------------------------------------------------------------------------------------
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> uint8 [0, 255]."""
-    return ((images + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-
 
 def render_split(split: str, n_people: int, per_person: int, seed: int, batch_size: int = 500,
                  size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

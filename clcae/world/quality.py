@@ -14,6 +14,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from clcae.images import to_float, to_uint8
 from clcae.world.procfaces import ATTRIBUTES
 
 
@@ -23,16 +24,6 @@ def sample_images(G, n: int, seed: int, batch_size: int = 250, noise_mode: str =
     device = G.latent_avg.device
     z = torch.randn(n, G.style_dim, generator=torch.Generator().manual_seed(seed))
     return torch.cat([to_uint8(G(chunk.to(device), noise_mode=noise_mode)).cpu() for chunk in z.split(batch_size)])
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> uint8 [0, 255]."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> [-1, 1] floats."""
-    return images.float() / 127.5 - 1
 
 
 @torch.inference_mode()

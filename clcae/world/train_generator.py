@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from clcae.io import save_json, save_torch
-from clcae.nets.stylegan2 import Generator, estimate_latent_avg, save_generator
+from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Generator, estimate_latent_avg, load_generator,
+                                  rosinality_state_dict, save_generator)
 from clcae.world import procfaces
 
 
@@ -87,12 +88,31 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / max(mse, 1e-12))
 
 
-def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True) -> dict:
-    """Train (or resume) and write ``out`` (rosinality layout) + ``<out>.json`` figures."""
+def init_from_checkpoint(G: Generator, path: str) -> None:
+    """Start from a saved generator (fine-tuning), converting its lr_mlp storage scale."""
+    state = rosinality_state_dict(load_generator(path))  # mapping stored at lr_mlp = 0.01
+    for i in range(1, G.n_mlp + 1):
+        for kind in ("weight", "bias"):
+            state[f"style.{i}.{kind}"] = state[f"style.{i}.{kind}"] * (ROSINALITY_LR_MLP / G.lr_mlp)
+    missing, unexpected = G.load_state_dict(state, strict=False)
+    if [k for k in missing if k != "latent_avg"] or unexpected:
+        raise ValueError(f"{path}: generator does not match the training config: missing {missing}, "
+                         f"unexpected {unexpected}")
+
+
+def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True,
+          init: str | None = None) -> dict:
+    """Train (or resume) and write ``out`` (rosinality layout) + ``<out>.json`` figures.
+
+    ``init``: a generator checkpoint to fine-tune from instead of a random init.
+    """
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    G = build_generator(cfg).to(device)
+    G = build_generator(cfg)
+    if init:
+        init_from_checkpoint(G, init)
+    G = G.to(device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -156,7 +176,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     save_generator(G_ema.cpu(), out)
     with torch.no_grad():
         val = psnr(G_ema.to(device)(z_val, noise_mode="const"), target_val)
-    figures = {"steps": step, "val_psnr_db": val, "train_minutes": (time.time() - start) / 60,
+    figures = {"init": init, "steps": step, "val_psnr_db": val, "train_minutes": (time.time() - start) / 60,
                "device": str(device), "params": sum(p.numel() for p in G.parameters()),
                "config": dataclasses.asdict(cfg), "history": history}
     save_json(figures, f"{out}.json")
@@ -168,6 +188,8 @@ def main(argv=None):
     ap.add_argument("--out", default="assets/procfaces/generator.pt")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quiet", action="store_true", help="no progress bar; print a JSON line per 500 steps")
+    ap.add_argument("--init", default=None, help="fine-tune from this generator checkpoint")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     for f in dataclasses.fields(GeneratorTrainConfig):
         if f.type in ("int", "float"):
             ap.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float}[f.type], default=None)
@@ -175,7 +197,9 @@ def main(argv=None):
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(GeneratorTrainConfig)
                  if getattr(args, f.name, None) is not None}
     cfg = GeneratorTrainConfig(**overrides)
-    figures = train(cfg, args.out, args.device, progress=not args.quiet)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    figures = train(cfg, args.out, args.device, progress=not args.quiet, init=args.init)
     print(json.dumps({k: v for k, v in figures.items() if k != "history"}, indent=1))
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from clcae.images import to_float, to_uint8
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -289,16 +291,12 @@ def embed(model: WorldCNN, images: torch.Tensor, batch_size: int = 500
     model.eval()
     ids, attrs = [], []
     for i in range(0, images.shape[0], batch_size):
-        x = _to_float(images[i:i + batch_size])
+        x = to_float(images[i:i + batch_size])
         z = model.neck(model._trunk(x))
         ids.append(F.normalize(model.id_head(z), dim=1))
         attrs.append(model.attr_head(z) * model.attr_std + model.attr_mean)
     model.train(was_training)
     return torch.cat(ids), torch.cat(attrs)
-
-
-def _to_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
 
 
 def attribute_r2(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -380,7 +378,7 @@ def _render_people(u: torch.Tensor, details: dict | None, batch: int) -> torch.T
     for i in range(0, u.shape[0], batch):
         sl = slice(i, i + batch)
         d = None if details is None else {k: v[sl] for k, v in details.items()}
-        out[sl] = pf.to_uint8(pf.render(pf.decode(u[sl]), size=INPUT_SIZE, details=d))
+        out[sl] = to_uint8(pf.render(pf.decode(u[sl]), size=INPUT_SIZE, details=d))
     return out
 
 
@@ -471,7 +469,7 @@ def train_world_cnn(cfg: WorldCNNConfig | dict | None = None, out_path: str | os
             order, pos = torch.randperm(images.shape[0], generator=g), 0
         idx = order[pos:pos + cfg.batch_size]
         pos += cfg.batch_size
-        x = _to_float(images[idx]).contiguous(memory_format=torch.channels_last)  # [B, 3, 64, 64]
+        x = to_float(images[idx]).contiguous(memory_format=torch.channels_last)  # [B, 3, 64, 64]
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         emb, attr, trait = model(x)

@@ -19,7 +19,7 @@ from clcae.world.procfaces import ATTRIBUTES
 
 
 @torch.inference_mode()
-def sample_images(G, n: int, seed: int, batch_size: int = 250, noise_mode: str = "const") -> torch.Tensor:
+def sample_images(G, n: int, seed: int, batch_size: int = 32, noise_mode: str = "const") -> torch.Tensor:
     """n generator samples as uint8 [n, 3, S, S] (z seeded, truncation 1)."""
     device = G.latent_avg.device
     z = torch.randn(n, G.style_dim, generator=torch.Generator().manual_seed(seed))
@@ -27,7 +27,7 @@ def sample_images(G, n: int, seed: int, batch_size: int = 250, noise_mode: str =
 
 
 @torch.inference_mode()
-def cnn_outputs(cnn, images_u8: torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def cnn_outputs(cnn, images_u8: torch.Tensor, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(attributes [N, A], pooled features [N, F]) of uint8 images."""
     device = next(cnn.parameters()).device
     attrs, pooled = [], []

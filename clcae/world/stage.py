@@ -61,7 +61,7 @@ def run(params: Params) -> dict:
     cnn_metrics = train_world_cnn(dataclasses.replace(cfg.world_cnn, seed=seed), out / "world_cnn.pt")
     cnn = load_world_cnn(out / "world_cnn.pt").to(device).eval()
 
-    G = load_generator(cfg.generator, device=device)
+    G = load_generator(params.shared.generator, device=device)
     quality, samples = generator_quality(G, cnn, images, n=cfg.quality_samples, seed=seed)
     report = Path(cfg.report_dir)
     save_image_grid(samples[:64], report / "generator_samples.png")

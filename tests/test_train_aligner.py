@@ -73,3 +73,34 @@ def test_batch_schedule_covers_each_pair_once_per_epoch():
     epoch = torch.cat([schedule(s) for s in range(3)])
     assert len(set(epoch.tolist())) == 96
     assert torch.equal(schedule(1), ta.BatchSchedule(100, 32, 0)(1))
+
+
+@pytest.mark.slow
+def test_stage_under_torchrun_with_two_gloo_processes(tmp_path):
+    """The real entry point under torchrun: 2 CPU ranks, gathered negatives, rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT
+
+    params = tiny_params(tmp_path, steps=4)
+    synthesize_run(params)
+    blocks = {"shared": dataclasses_asdict(params.shared), "synthesize": dataclasses_asdict(params.synthesize),
+              "train_aligner": dataclasses_asdict(params.train_aligner)}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(blocks))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(ROOT / "stages" / "train_aligner.py"),
+                           "--params", str(tmp_path / "params.yaml")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ra" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 4
+
+
+def dataclasses_asdict(obj):
+    import dataclasses
+
+    return dataclasses.asdict(obj)

@@ -56,7 +56,7 @@ def test_unknown_block_and_file_named(tmp_path):
         load_params(path)
 
 
-def test_repo_params_are_valid():
+@pytest.mark.parametrize("name", ["params.yaml", "configs/ffhq.yaml"])
+def test_shipped_configs_are_valid(name):
     from conftest import ROOT
-    params = load_params(ROOT / "params.yaml")
-    assert isinstance(params, Params)
+    assert isinstance(load_params(ROOT / name), Params)

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -20,3 +19,13 @@ def fixture_path(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"compatibility fixture {path} is absent (see ../shared/fixtures/README.md)")
     return path
+
+
+def fixture_seeded_state(manifest_keys: dict) -> dict:
+    """Deterministic stand-in weights of a fixture manifest (../shared/fixtures/seeded_state.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeded_state", fixture_path("seeded_state.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.seeded_state(manifest_keys)

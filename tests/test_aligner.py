@@ -1,5 +1,4 @@
 """Contrastive aligner: official-checkpoint equivalence, pyramid layout and shapes, overfitting."""
-import importlib.util
 import json
 
 import pytest
@@ -11,14 +10,7 @@ from clcae.nets.aligner import (Aligner, AlignerConfig, LatentEncoder, convert_o
                                 load_official_aligner, save_aligner)
 from clcae.nets.psp import FeaturePyramid, Map2Style
 from clcae.nets.stylegan2 import CheckpointError
-from conftest import fixture_path
-
-
-def seeded_state(manifest_keys):
-    spec = importlib.util.spec_from_file_location("seeded_state", fixture_path("seeded_state.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.seeded_state(manifest_keys)
+from conftest import fixture_path, fixture_seeded_state as seeded_state
 
 
 @pytest.fixture(scope="module")

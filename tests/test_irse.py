@@ -1,5 +1,4 @@
 """ArcFace IR-SE: equivalence with pSp's model_ir_se50.pth layout, loading, small depths."""
-import importlib.util
 import json
 
 import pytest
@@ -8,14 +7,7 @@ import torch
 from clcae.nets.irse import (UNITS, Backbone, IDEncoder, arcface_embed, get_blocks, infer_backbone_config,
                              load_arcface, stage_ends)
 from clcae.nets.stylegan2 import CheckpointError
-from conftest import fixture_path
-
-
-def seeded_state(manifest_keys):
-    spec = importlib.util.spec_from_file_location("seeded_state", fixture_path("seeded_state.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.seeded_state(manifest_keys)
+from conftest import fixture_path, fixture_seeded_state as seeded_state
 
 
 @pytest.fixture(scope="module")

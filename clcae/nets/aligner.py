@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clcae.io import save_torch
+from clcae.io import CheckpointError, read_checkpoint, read_state_dict, save_torch
 from clcae.nets.irse import MODES, UNITS, infer_body, load_state_strict
 from clcae.nets.psp import FeaturePyramid, Map2Style
-from clcae.nets.stylegan2 import CheckpointError, read_checkpoint
 
 
 @dataclass
@@ -212,19 +211,6 @@ def load_aligner(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 _DROPPED = ("encoder.latlayer1.", "encoder.latlayer2.")  # built but unused by the official image mode
 
 
-def _state_of(ckpt, what: str) -> tuple[dict, str]:
-    """A state dict from a path, a ``{'state_dict': ...}`` checkpoint or a bare state dict."""
-    source = what
-    if isinstance(ckpt, (str, os.PathLike)):
-        source = os.fspath(ckpt)
-        ckpt = read_checkpoint(source)
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-        ckpt = ckpt["state_dict"]
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{source}: expected a state dict, got {type(ckpt).__name__}")
-    return ckpt, source
-
-
 def convert_official_aligner(image_state: dict, latent_state: dict) -> dict:
     """Official image/latent state dicts -> one state dict in :class:`Aligner`'s layout (no buffers)."""
     out = {}
@@ -269,8 +255,8 @@ def load_official_aligner(image_ckpt, latent_ckpt, image_avg: torch.Tensor | Non
     (the average image, as the official forward subtracts it) and ``w_avg`` (the generator's
     latent_avg). Returned in eval mode.
     """
-    image_state, image_source = _state_of(image_ckpt, "<image checkpoint>")
-    latent_state, latent_source = _state_of(latent_ckpt, "<latent checkpoint>")
+    image_state, image_source = read_state_dict(image_ckpt, "<image checkpoint>")
+    latent_state, latent_source = read_state_dict(latent_ckpt, "<latent checkpoint>")
     source = f"{image_source} + {latent_source}"
     cfg = infer_official_aligner_config(image_state, latent_state, heads, source)
     model = Aligner(cfg)

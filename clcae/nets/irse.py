@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clcae.nets.stylegan2 import CheckpointError, read_checkpoint
+from clcae.io import CheckpointError, read_state_dict
 
 # units per stage; each stage halves the resolution in its first unit
 UNITS = {
@@ -241,12 +241,7 @@ def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
     The architecture (depth, mode, width, input size) is inferred from the shapes.
     """
-    source = os.fspath(path)
-    state = read_checkpoint(source)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{source}: expected a state dict, got {type(state).__name__}")
+    state, source = read_state_dict(os.fspath(path))
     net = Backbone(**infer_backbone_config(state, source))
     load_state_strict(net, state, source)
     return net.to(device).eval().requires_grad_(False)

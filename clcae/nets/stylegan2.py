@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clcae.io import save_torch
+from clcae.io import CheckpointError, read_checkpoint, save_torch  # noqa: F401 (re-exported)
 
 NOISE_MODES = ("const", "random", "none")
 DEFAULT_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}
@@ -361,31 +361,8 @@ class Generator(nn.Module):
 # ----------------------------------------------------------------------------- checkpoints
 
 
-class CheckpointError(ValueError):
-    """A file that is not a readable StyleGAN2 generator checkpoint."""
-
-
 ROSINALITY_LR_MLP = 0.01  # every rosinality checkpoint stores its mapping at this scale
 _REQUIRED = ("style.1.weight", "input.input", "conv1.conv.weight", "to_rgb1.conv.weight", "convs.0.conv.weight")
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """torch.load with an error that names the file when it is truncated or not a checkpoint."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as first:  # training checkpoints hold argparse Namespaces
-            if "weights_only" not in str(first) and "Unsupported global" not in str(first):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=False)
-    except CheckpointError:
-        raise
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint (truncated or not a checkpoint?): "
-                              f"{type(e).__name__}: {e}") from e
 
 
 def generator_state(ckpt, path: str = "<checkpoint>") -> tuple[dict, torch.Tensor | None]:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from clcae.config import Params, resolve_device
-from clcae.io import atomic_path, save_image_grid, save_json, save_torch
+from clcae.io import atomic_path, save_image_grid, save_json
 from clcae.nets.stylegan2 import load_generator
 from clcae.world import procfaces
 from clcae.world.quality import generator_quality

@@ -22,6 +22,16 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/generator.py
+	$(PY) benchmarks/synthesize.py
+	$(PY) benchmarks/procfaces.py
+
+# Retrain the procfaces world's generator from scratch (seeded). GPU: minutes
+# (GEN_MINUTES=6.5 on one H200 gave 22.95 dB); CPU: set GEN_MINUTES=120 GEN_BATCH=32.
+GEN_MINUTES ?= 6.5
+GEN_BATCH ?= 128
+world-generator: $(STAMP)
+	$(PY) -m clcae.world.train_generator --out assets/procfaces/generator.pt --steps 1000000 \
+		--batch-size $(GEN_BATCH) --max-minutes $(GEN_MINUTES) --world-cnn data/world/world_cnn.pt
 
 clean-venv:
 	rm -rf $(VENV)

@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from clcae.io import save_json, save_torch
+from clcae.io import save_image_grid, save_json, save_torch
 from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Generator, estimate_latent_avg, load_generator,
                                   rosinality_state_dict, save_generator)
 from clcae.world import procfaces
+from clcae.world.quality import generator_quality, sample_images
 
 
 @dataclass
@@ -101,10 +102,12 @@ def init_from_checkpoint(G: Generator, path: str) -> None:
 
 
 def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True,
-          init: str | None = None) -> dict:
-    """Train (or resume) and write ``out`` (rosinality layout) + ``<out>.json`` figures.
+          init: str | None = None, world_cnn: str | None = None) -> dict:
+    """Train (or resume) and write ``out`` (rosinality layout), ``<out>.json`` (figures) and
+    ``<out>.samples.png`` (an 8x8 grid).
 
     ``init``: a generator checkpoint to fine-tune from instead of a random init.
+    ``world_cnn``: a world CNN checkpoint; adds the quality figures of :mod:`clcae.world.quality`.
     """
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
@@ -179,6 +182,13 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     figures = {"init": init, "steps": step, "val_psnr_db": val, "train_minutes": (time.time() - start) / 60,
                "device": str(device), "params": sum(p.numel() for p in G.parameters()),
                "config": dataclasses.asdict(cfg), "history": history}
+    save_image_grid(sample_images(G_ema, 64, cfg.seed), f"{out}.samples.png")
+    if world_cnn:
+        from clcae.world.world_cnn import load_world_cnn
+
+        real = procfaces.render_split("train", 1250, 4, cfg.seed)[0]
+        quality, _ = generator_quality(G_ema, load_world_cnn(world_cnn).to(device), real, n=5000, seed=cfg.seed)
+        figures["quality"] = quality
     save_json(figures, f"{out}.json")
     return figures
 
@@ -190,6 +200,8 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no progress bar; print a JSON line per 500 steps")
     ap.add_argument("--init", default=None, help="fine-tune from this generator checkpoint")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--world-cnn", default=None, help="world CNN checkpoint (data/world/world_cnn.pt) for the "
+                                                      "quality figures")
     for f in dataclasses.fields(GeneratorTrainConfig):
         if f.type in ("int", "float"):
             ap.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float}[f.type], default=None)
@@ -199,8 +211,9 @@ def main(argv=None):
     cfg = GeneratorTrainConfig(**overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
-    figures = train(cfg, args.out, args.device, progress=not args.quiet, init=args.init)
-    print(json.dumps({k: v for k, v in figures.items() if k != "history"}, indent=1))
+    figures = train(cfg, args.out, args.device, progress=not args.quiet, init=args.init,
+                    world_cnn=args.world_cnn)
+    print(json.dumps({k: v for k, v in figures.items() if k not in ("history", "config")}, indent=1))
 
 
 if __name__ == "__main__":

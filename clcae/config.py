@@ -185,6 +185,7 @@ class TrainAlignerConfig:
     checkpoint_every: int = param(100, ge=1)
     out_dir: str = "data/aligner"
     report_dir: str = "reports/aligner"
+    launcher: str = param("python", help="stage command prefix, e.g. 'torchrun --nproc_per_node 8'")
 
 
 @dataclass

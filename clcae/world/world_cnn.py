@@ -152,8 +152,7 @@ class WorldCNN(nn.Module):
     def _prepare(x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"WorldCNN expects images [N, 3, H, W] in [-1, 1], got {tuple(x.shape)}")
-        if x.dtype == torch.uint8:
-            x = x.float() / 127.5 - 1
+        x = to_float(x)
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
             x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
                               antialias=True, align_corners=False)

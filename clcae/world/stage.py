@@ -1,7 +1,7 @@
 """Stage `world`: the procfaces world's data splits, world CNN and generator report.
 
 Writes (paths from params ``world``):
-- ``data/world/train/shard_000.pt`` ...:: the world's "FFHQ" (uint8 images, u, person ids, labels);
+- ``data/world/train/shard_000.pt`` ...: the world's "FFHQ" (uint8 images, u, person ids, labels);
 - ``data/world/test/``: its "CelebA-HQ", a PNG folder + labels.csv (the form a user's folder takes);
 - ``data/world/world_cnn.pt``: the world CNN (identity, attributes, perceptual features);
 - ``reports/world/metrics.json`` and ``reports/world/generator_samples.png``.

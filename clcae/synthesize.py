@@ -38,6 +38,13 @@ class PairSpec:
     seed: int
 
 
+def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Antialiased bilinear resize to the pairs' resolution (no-op at the same size)."""
+    if images.shape[-1] == resolution:
+        return images
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+
+
 def shard_seed(seed: int, shard: int) -> int:
     return derive_seed(seed, "synthesize", str(shard)) % (2 ** 62)
 
@@ -59,10 +66,7 @@ def render_pairs(G, z: torch.Tensor, spec: PairSpec, batch_size: int, noise_seed
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(noise_seed + b)  # "random" noise reproducible per batch
             img = G.synthesis(w[:, None].expand(-1, G.n_latent, -1), noise_mode=spec.noise_mode)
-        if spec.resolution != G.size:
-            img = F.interpolate(img, size=(spec.resolution, spec.resolution), mode="bilinear",
-                                antialias=True, align_corners=False)
-        images.append(to_uint8(img).cpu())
+        images.append(to_uint8(resize(img, spec.resolution)).cpu())
         ws.append(w.float().cpu())
     return torch.cat(images), torch.cat(ws)
 
@@ -99,9 +103,8 @@ def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, pr
     bar.close()
     with torch.inference_mode():
         w_avg = G.latent_avg.float()
-        image_avg = G.synthesis(w_avg[None, None].expand(1, G.n_latent, -1), noise_mode="const")
-        if spec.resolution != G.size:
-            image_avg = F.interpolate(image_avg, size=(spec.resolution,) * 2, mode="bilinear", antialias=True)
+        image_avg = resize(G.synthesis(w_avg[None, None].expand(1, G.n_latent, -1), noise_mode="const"),
+                           spec.resolution)
     save_torch({"w_avg": w_avg.cpu(), "image_avg": image_avg.float().cpu()}, folder / "stats.pt")
     return {"n_pairs": spec.n_pairs, "n_shards": n_shards, "rendered_now": done}
 

@@ -139,8 +139,8 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
         opt.step()
         step += 1
         bar.update(1)
-        logged_loss = all_reduce_mean(loss.detach()).item()
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            logged_loss = all_reduce_mean(loss.detach()).item()  # collective: every rank, eval steps only
             if live is not None:
                 retrieval = retrieval_topk(*embed_pairs(model, hold_images, hold_w, device))
                 live.step = step

@@ -149,3 +149,39 @@ def test_grad_flows_to_wplus_and_feature():
     feat = torch.randn(2, *G.feature_shape(5), requires_grad=True)
     G.synthesis(wplus, feature=feat).square().mean().backward()
     assert wplus.grad.abs().sum() > 0 and feat.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- discriminator
+
+def test_discriminator_rosinality_layout_and_logits():
+    from clcae.nets.stylegan2 import Discriminator
+
+    D = Discriminator(16, channels={4: 8, 8: 8, 16: 4})
+    keys = set(D.state_dict())
+    for key in ("convs.0.0.weight", "convs.0.1.bias",  # 1x1 fromRGB conv + activation bias
+                "convs.1.conv1.0.weight", "convs.1.conv2.0.kernel", "convs.1.conv2.1.weight",
+                "convs.1.conv2.2.bias", "convs.1.skip.0.kernel", "convs.1.skip.1.weight",
+                "convs.2.conv1.0.weight", "final_conv.0.weight", "final_conv.1.bias",
+                "final_linear.0.weight", "final_linear.1.bias"):
+        assert key in keys, key
+    assert "convs.1.skip.1.bias" not in keys  # the skip conv is linear and bias-free
+    assert D(torch.randn(6, 3, 16, 16)).shape == (6, 1)
+    with pytest.raises(ValueError, match="power of two"):
+        Discriminator(48)
+
+
+def test_minibatch_stddev_matches_hand_computation():
+    from clcae.nets.stylegan2 import MinibatchStdDev
+
+    x = torch.randn(8, 3, 2, 2)
+    out = MinibatchStdDev(group_size=4)(x)
+    assert out.shape == (8, 4, 2, 2)
+    torch.testing.assert_close(out[:, :3], x)
+    groups = x.reshape(4, 2, 3, 2, 2)  # sample i is in group i % 2
+    for i in range(8):
+        members = groups[:, i % 2]  # [4, 3, 2, 2]
+        expected = (members.var(0, unbiased=False) + 1e-8).sqrt().mean()
+        torch.testing.assert_close(out[i, 3], expected.expand(2, 2))
+    same = MinibatchStdDev()(torch.ones(4, 2, 3, 3))[:, 2]  # a collapsed batch has ~zero spread
+    assert same.abs().max() < 1e-3
+    assert MinibatchStdDev(4)(torch.randn(6, 2, 3, 3)).shape == (6, 3, 3, 3)  # group 3 divides 6

@@ -358,6 +358,114 @@ class Generator(nn.Module):
         return self.synthesis(w[:, None].expand(-1, self.n_latent, -1), noise_mode=noise_mode)
 
 
+# ----------------------------------------------------------------------------- discriminator
+
+
+class EqualConv2d(nn.Module):
+    """Conv with equalised learning rate (weights stored at unit scale)."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channel, in_channel, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channel)) if bias else None
+        self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
+
+
+class ConvLayer(nn.Sequential):
+    """[blur ->] equalised conv [-> bias + leaky ReLU], in rosinality's numbered layout.
+
+    ``downsample``: anti-aliasing blur, then a stride-2 conv (the reference's order).
+    ``activate=False``: a linear conv with its own (optional) bias.
+    """
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, downsample: bool = False,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), bias: bool = True, activate: bool = True):
+        layers: list[nn.Module] = []
+        if downsample:
+            p = (len(blur_kernel) - 2) + (kernel_size - 1)
+            layers.append(Blur(blur_kernel, pad=((p + 1) // 2, p // 2)))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, kernel_size // 2
+        layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride, padding,
+                                  bias=bias and not activate))
+        if activate:
+            layers.append(FusedLeakyReLU(out_channel))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convs (the second halves the resolution) plus a 1x1 skip, summed at unit variance."""
+
+    def __init__(self, in_channel: int, out_channel: int, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.conv1 = ConvLayer(in_channel, in_channel, 3)
+        self.conv2 = ConvLayer(in_channel, out_channel, 3, downsample=True, blur_kernel=blur_kernel)
+        self.skip = ConvLayer(in_channel, out_channel, 1, downsample=True, blur_kernel=blur_kernel,
+                              activate=False, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv2(self.conv1(x)) + self.skip(x)) / math.sqrt(2)
+
+
+class MinibatchStdDev(nn.Module):
+    """Appends the mean feature std over groups of samples, so D can see a collapsed batch."""
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        group = min(b, self.group_size)
+        while b % group:  # the largest group <= group_size that divides the batch
+            group -= 1
+        y = x.reshape(group, -1, c, h, w)  # [G, B/G, C, H, W]; sample i is in group i % (B/G)
+        std = torch.sqrt(y.var(0, unbiased=False) + 1e-8).mean(dim=(1, 2, 3))  # [B/G]
+        std = std.reshape(1, -1, 1, 1, 1).expand(group, -1, 1, h, w).reshape(b, 1, h, w)
+        return torch.cat([x, std], dim=1)
+
+
+class Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator: image [B, 3, S, S] -> realness logit [B, 1].
+
+    Parameter names follow rosinality's ``Discriminator`` (``convs.N``, ``final_conv``,
+    ``final_linear``), so the ``'d'`` entry of its training checkpoints loads.
+    """
+
+    def __init__(self, size: int, channels: dict[int, int] | None = None, channel_multiplier: int = 2,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        log_size = int(math.log2(size))
+        if size < 8 or 2 ** log_size != size:
+            raise ValueError(f"discriminator size must be a power of two >= 8, got {size}")
+        if channels is None:
+            channels = {r: DEFAULT_CHANNELS[r] if r <= 32 else DEFAULT_CHANNELS[r] * channel_multiplier // 2
+                        for r in (2 ** i for i in range(2, log_size + 1))}
+        missing = [2 ** i for i in range(2, log_size + 1) if 2 ** i not in channels]
+        if missing:
+            raise ValueError(f"channels table has no entry for resolutions {missing}")
+        convs: list[nn.Module] = [ConvLayer(3, channels[size], 1)]
+        in_channel = channels[size]
+        for i in range(log_size, 2, -1):
+            convs.append(ResBlock(in_channel, channels[2 ** (i - 1)], blur_kernel))
+            in_channel = channels[2 ** (i - 1)]
+        self.convs = nn.Sequential(*convs)
+        self.stddev = MinibatchStdDev()
+        self.final_conv = ConvLayer(in_channel + 1, channels[4], 3)
+        self.final_linear = nn.Sequential(EqualLinear(channels[4] * 4 * 4, channels[4], activation=True),
+                                          EqualLinear(channels[4], 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.final_conv(self.stddev(self.convs(image)))  # [B, C4, 4, 4]
+        return self.final_linear(x.flatten(1))
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 

@@ -1,15 +1,19 @@
-"""Train the procfaces world's small StyleGAN2 by regression on rendered faces.
+"""Train the procfaces world's small StyleGAN2: regression warm-up, then an adversarial phase.
 
-Why regression, not a GAN: ProcFaces renders every image from a standard-normal latent
-``u``, so a generator that maps ``z -> render(decode(u(z)))`` has, by construction, the
-renderer's distribution of faces and attributes, and it trains stably on a CPU. We use
+Regression first: ProcFaces renders every image from a standard-normal latent ``u``, so a
+generator that maps ``z -> render(decode(u(z)))`` has, by construction, the renderer's
+distribution of faces and attributes, and it trains stably from scratch. We use
 ``u = PixelNorm(z)[:, :LATENT_DIM]`` (the mapping network sees only the normalised z, so u
 must be a function of it; for style_dim >> LATENT_DIM these coordinates are close to
-standard normal). The loss is L1 at two scales plus an extra L1 on the eyes and mouth
-boxes, which a plain pixel loss blurs.
+standard normal). The loss is L1 at two scales plus an extra L1 on the eyes and mouth boxes.
+
+An L1 fit blurs what it cannot fit exactly and shrinks extreme attributes (wide smiles, red
+lips) towards the mean, so a second phase trains G against a StyleGAN2 discriminator
+(non-saturating loss, lazy R1, EMA of G), keeping a weighted regression term that anchors
+each z to its render (no mode collapse, and z keeps meaning u).
 
 Run: ``python -m clcae.world.train_generator --out assets/procfaces/generator.pt`` (seeded;
-resumes from ``<out>.state.pt``; ``--device cuda`` takes minutes on a GPU).
+resumes from ``<out>.state.pt``, in either phase; ``--device cuda`` takes minutes on a GPU).
 """
 from __future__ import annotations
 
@@ -21,16 +25,18 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from clcae.io import save_image_grid, save_json, save_torch
-from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Generator, estimate_latent_avg, load_generator,
+from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Discriminator, Generator, estimate_latent_avg, load_generator,
                                   rosinality_state_dict, save_generator)
 from clcae.world import procfaces
 from clcae.world.quality import generator_quality, sample_images
+from clcae.world.world_cnn import WorldCNN, WorldCNNConfig, load_world_cnn, perceptual_distance, train_world_cnn
 
 
 @dataclass
@@ -47,10 +53,24 @@ class GeneratorTrainConfig:
     parts_weight: float = 4.0  # extra L1 weight inside the eye and mouth boxes
     ema_beta: float = 0.998
     seed: int = 0
-    max_minutes: float = 0.0  # > 0: stop (and save) after this much wall time
+    max_minutes: float = 0.0  # > 0: end the regression phase after this much wall time
+    # adversarial phase (after the regression): sharpens what an L1 fit blurs and restores
+    # the attribute spread that regression shrinks towards the mean
+    gan_steps: int = 0  # 0: regression only
+    gan_minutes: float = 0.0  # > 0: end the adversarial phase after this much wall time
+    gan_lr: float = 1e-3
+    r1_gamma: float = 0.5
+    r1_every: int = 16  # lazy R1 (StyleGAN2)
+    gan_reg_weight: float = 1.0  # regression term kept during the adversarial phase (anchors z -> u)
+    gan_ema_beta: float = 0.998
+    # teacher losses through a world CNN trained with another seed than the world stage's
+    # (which judges the generator): pixel L1 alone averages away the mouth (smile, lip colour)
+    perceptual_weight: float = 0.0  # world-CNN feature distance to the render
+    attribute_weight: float = 0.0  # L1 of the world CNN's attribute readout vs the exact labels
+    teacher_seed: int = 1
 
 
-RESUMABLE_CHANGES = ("steps", "max_minutes")  # a resumed run may train longer
+RESUMABLE_CHANGES = ("steps", "max_minutes", "gan_steps", "gan_minutes")  # a resumed run may train longer
 
 
 def renderer_latent(z: torch.Tensor) -> torch.Tensor:
@@ -59,14 +79,21 @@ def renderer_latent(z: torch.Tensor) -> torch.Tensor:
     return zn[:, :procfaces.LATENT_DIM]
 
 
-def regression_batch(z: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets for z: rendered faces [B, 3, S, S] and the eye/mouth mask [B, 1, S, S].
+class RenderedBatch(NamedTuple):
+    target: torch.Tensor  # [B, 3, S, S] the renders of u(z), in [-1, 1]
+    mask: torch.Tensor  # [B, 1, S, S] eye and mouth boxes
+    labels: torch.Tensor  # [B, 7] exact attribute labels (procfaces.ATTRIBUTES order)
+
+
+def regression_batch(z: torch.Tensor, size: int) -> RenderedBatch:
+    """What G(z) should be: the render of u(z), its eye/mouth mask and attribute labels.
 
     Rendered on z's device (the renderer's constants follow the default-device context).
     """
     with torch.device(z.device):
         params = procfaces.decode(renderer_latent(z).contiguous())
-        return procfaces.render(params, size=size), procfaces.region_mask(params, size=size)
+        return RenderedBatch(procfaces.render(params, size=size), procfaces.region_mask(params, size=size),
+                             procfaces.attribute_labels(params))
 
 
 def cosine_lr(cfg: "GeneratorTrainConfig", progress: float) -> float:
@@ -78,6 +105,34 @@ def regression_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     l1 = (image - target).abs()
     loss = l1.mean() + F.l1_loss(F.avg_pool2d(image, 2), F.avg_pool2d(target, 2))
     return loss + parts_weight * (l1 * mask).sum() / (mask.sum() * 3 + 1)
+
+
+class GeneratorLoss:
+    """Pixel regression [+ teacher perceptual distance] [+ teacher attribute readout error].
+
+    The teacher is a world CNN (eval mode, frozen); attribute errors are measured in units of
+    its label std, so every attribute weighs the same.
+    """
+
+    def __init__(self, cfg: "GeneratorTrainConfig", teacher: WorldCNN | None = None):
+        if teacher is None and (cfg.perceptual_weight or cfg.attribute_weight):
+            raise ValueError("perceptual_weight / attribute_weight need a teacher world CNN")
+        self.cfg, self.teacher = cfg, teacher
+
+    def __call__(self, image: torch.Tensor, batch: RenderedBatch) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        loss = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
+        logs = {"loss": loss.item()}
+        if cfg.perceptual_weight:
+            perceptual = perceptual_distance(self.teacher, image, batch.target).mean()
+            loss = loss + cfg.perceptual_weight * perceptual
+            logs["perceptual"] = perceptual.item()
+        if cfg.attribute_weight:
+            pred = self.teacher.attributes(image)
+            attribute = ((pred - batch.labels).abs() / self.teacher.attr_std).mean()
+            loss = loss + cfg.attribute_weight * attribute
+            logs["attribute"] = attribute.item()
+        return loss, logs
 
 
 def build_generator(cfg: GeneratorTrainConfig) -> Generator:
@@ -101,91 +156,208 @@ def init_from_checkpoint(G: Generator, path: str) -> None:
                          f"unexpected {unexpected}")
 
 
+class TrainState:
+    """Everything a run needs to resume: both networks, optimisers, phase, step and RNGs."""
+
+    def __init__(self, cfg: GeneratorTrainConfig, device: torch.device, init: str | None,
+                 teacher: WorldCNN | None = None):
+        self.loss_fn = GeneratorLoss(cfg, teacher)
+        torch.manual_seed(cfg.seed)
+        G = build_generator(cfg)
+        if init:
+            init_from_checkpoint(G, init)
+        self.G = G.to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.D = Discriminator(cfg.size, channels=cfg.channels).to(device)
+        self.opt_D = None  # made when the adversarial phase starts
+        self.phase, self.step, self.elapsed = "regression", 0, 0.0
+        self.data_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.cfg = cfg
+
+    def start_adversarial(self) -> None:
+        """Adversarial phase: G restarts from the EMA weights, with GAN Adam betas (0, 0.99)."""
+        cfg = self.cfg
+        self.G.load_state_dict(self.G_ema.state_dict())
+        self.opt = torch.optim.Adam(self.G.parameters(), lr=cfg.gan_lr, betas=(0.0, 0.99))
+        # lazy R1: D's optimiser is rescaled as in StyleGAN2, so the penalty every k steps
+        # acts like one every step
+        ratio = cfg.r1_every / (cfg.r1_every + 1)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.gan_lr * ratio, betas=(0.0, 0.99 ** ratio))
+        self.phase, self.step = "adversarial", 0
+
+    def save(self, path: str) -> None:
+        save_torch({"config": dataclasses.asdict(self.cfg), "phase": self.phase, "step": self.step,
+                    "elapsed": self.elapsed, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
+                    "D": self.D.state_dict(), "opt": self.opt.state_dict(),
+                    "opt_D": self.opt_D.state_dict() if self.opt_D else None,
+                    "rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state()}, path)
+
+    def load(self, path: str, device: torch.device) -> None:
+        s = torch.load(path, map_location=device, weights_only=False)
+        changed = sorted(k for k, v in dataclasses.asdict(self.cfg).items()
+                         if k not in RESUMABLE_CHANGES and s["config"].get(k) != v)
+        if changed:
+            raise ValueError(f"{path}: saved run has other {changed}; delete it to start over")
+        if s.get("phase") == "adversarial":
+            self.start_adversarial()
+            self.opt_D.load_state_dict(s["opt_D"])
+        self.G.load_state_dict(s["G"]), self.G_ema.load_state_dict(s["G_ema"]), self.D.load_state_dict(s["D"])
+        self.opt.load_state_dict(s["opt"])
+        self.phase, self.step, self.elapsed = s["phase"], s["step"], s["elapsed"]
+        torch.set_rng_state(s["rng"])
+        self.data_rng.set_state(s["data_rng"])
+
+    @torch.no_grad()
+    def update_ema(self, beta: float) -> None:
+        for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            pe.lerp_(p, 1 - beta)
+
+
+def adversarial_losses(D: Discriminator, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Non-saturating logistic D loss: softplus(D(fake)) + softplus(-D(real))."""
+    return F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
+
+
+def r1_penalty(D: Discriminator, real: torch.Tensor) -> torch.Tensor:
+    """Mean squared norm of dD/dx on real images (Mescheder et al. 2018)."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+    return grad.pow(2).sum(dim=(1, 2, 3)).mean()
+
+
+def regression_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch, progress: float) -> dict:
+    cfg = st.cfg
+    for group in st.opt.param_groups:
+        group["lr"] = cosine_lr(cfg, progress)
+    loss, logs = st.loss_fn(st.G(z, noise_mode="random"), batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"generator regression loss is {loss.item()} at step {st.step}")
+    st.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    st.opt.step()
+    st.update_ema(min(cfg.ema_beta, (1 + st.step) / (10 + st.step)))  # EMA warm-up
+    return logs
+
+
+def adversarial_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch) -> dict:
+    """One D step (R1 every ``r1_every``), then one G step: adversarial + anchoring regression.
+
+    The renders of z serve both as D's real batch and as G's regression targets; one G
+    forward per step serves both updates.
+    """
+    cfg, G, D = st.cfg, st.G, st.D
+    fake, real = G(z, noise_mode="random"), batch.target
+    d_loss = adversarial_losses(D, fake.detach(), real)
+    st.opt_D.zero_grad(set_to_none=True)
+    d_loss.backward()
+    st.opt_D.step()
+    logs = {"d_loss": d_loss.item()}
+    if st.step % cfg.r1_every == 0:
+        r1 = r1_penalty(D, real)
+        st.opt_D.zero_grad(set_to_none=True)
+        (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
+        st.opt_D.step()
+        logs["r1"] = r1.item()
+    D.requires_grad_(False)
+    g_adv = F.softplus(-D(fake)).mean()
+    g_reg, reg_logs = st.loss_fn(fake, batch)
+    loss = g_adv + cfg.gan_reg_weight * g_reg
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"generator adversarial loss is {loss.item()} at step {st.step}")
+    st.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    st.opt.step()
+    D.requires_grad_(True)
+    st.update_ema(cfg.gan_ema_beta)
+    return {**logs, "g_adv": g_adv.item(), **reg_logs}
+
+
+def load_teacher(cfg: GeneratorTrainConfig, path: str | None, out: str, device: torch.device,
+                 progress: bool) -> WorldCNN | None:
+    """The frozen world CNN of the teacher losses; trained (seed ``teacher_seed``, about 3 CPU
+    minutes) into ``<out>.teacher.pt`` when no path is given and none is there yet."""
+    if not (cfg.perceptual_weight or cfg.attribute_weight):
+        return None
+    path = path or f"{out}.teacher.pt"
+    if not os.path.exists(path):
+        train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed), path, progress=progress)
+    return load_world_cnn(path).to(device).eval().requires_grad_(False)
+
+
 def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True,
-          init: str | None = None, world_cnn: str | None = None) -> dict:
+          init: str | None = None, world_cnn: str | None = None, teacher: str | None = None) -> dict:
     """Train (or resume) and write ``out`` (rosinality layout), ``<out>.json`` (figures) and
     ``<out>.samples.png`` (an 8x8 grid).
 
-    ``init``: a generator checkpoint to fine-tune from instead of a random init.
-    ``world_cnn``: a world CNN checkpoint; adds the quality figures of :mod:`clcae.world.quality`.
+    Two phases: ``steps`` regression steps (or ``max_minutes``), then ``gan_steps``
+    adversarial steps (or ``gan_minutes``). ``init``: a generator checkpoint to start from
+    instead of a random init. ``world_cnn``: the world stage's CNN; adds the quality figures
+    of :mod:`clcae.world.quality`. ``teacher``: the world CNN of the teacher losses (see
+    :func:`load_teacher`).
     """
     device = torch.device(device)
-    torch.manual_seed(cfg.seed)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    G = build_generator(cfg)
-    if init:
-        init_from_checkpoint(G, init)
-    G = G.to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    st = TrainState(cfg, device, init, load_teacher(cfg, teacher, out, device, progress))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     state_path = f"{out}.state.pt"
-    step, elapsed = 0, 0.0
     if os.path.exists(state_path):
-        s = torch.load(state_path, map_location=device, weights_only=False)
-        changed = sorted(k for k, v in dataclasses.asdict(cfg).items()
-                         if k not in RESUMABLE_CHANGES and s["config"].get(k) != v)
-        if changed:
-            raise ValueError(f"{state_path}: saved run has other {changed}; delete it to start over")
-        G.load_state_dict(s["G"]), G_ema.load_state_dict(s["G_ema"])
-        opt.load_state_dict(s["opt"])
-        step, elapsed = s["step"], s["elapsed"]
-        torch.set_rng_state(s["rng"])
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    if step:
-        gen.set_state(s["data_rng"])
+        st.load(state_path, device)
     z_val = torch.randn(256, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
-    target_val, _ = regression_batch(z_val, cfg.size)
-    start = time.time() - elapsed
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="generator")
+    target_val = regression_batch(z_val, cfg.size).target
     history = []
-    while step < cfg.steps:
-        elapsed = time.time() - start
-        done = max(step / cfg.steps, elapsed / (cfg.max_minutes * 60) if cfg.max_minutes > 0 else 0.0)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(cfg, done)
-        z = torch.randn(cfg.batch_size, cfg.style_dim, generator=gen).to(device)
-        target, mask = regression_batch(z, cfg.size)
-        loss = regression_loss(G(z, noise_mode="random"), target, mask, cfg.parts_weight)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"generator regression loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            beta = min(cfg.ema_beta, (1 + step) / (10 + step))  # EMA warm-up
-            for pe, p in zip(G_ema.parameters(), G.parameters()):
-                pe.lerp_(p, 1 - beta)
-        step += 1
-        bar.update(1)
-        timeout = cfg.max_minutes > 0 and time.time() - start > cfg.max_minutes * 60
-        if step % 500 == 0 or step == cfg.steps or timeout:
-            with torch.no_grad():
-                val = psnr(G_ema(z_val, noise_mode="const"), target_val)
-                val_raw = psnr(G(z_val, noise_mode="const"), target_val)
-            history.append({"step": step, "loss": loss.item(), "val_psnr": val, "val_psnr_raw": val_raw,
-                            "lr": opt.param_groups[0]["lr"], "minutes": (time.time() - start) / 60})
-            if not progress:
-                print(json.dumps(history[-1]), flush=True)
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{val:.2f}")
-            save_torch({"config": dataclasses.asdict(cfg), "G": G.state_dict(), "G_ema": G_ema.state_dict(),
-                        "opt": opt.state_dict(), "step": step,
-                        "elapsed": time.time() - start, "rng": torch.get_rng_state(),
-                        "data_rng": gen.get_state()}, state_path)
-        if timeout:
-            break
-    bar.close()
+    t_total = time.time()
+    for phase, steps, minutes in (("regression", cfg.steps, cfg.max_minutes),
+                                  ("adversarial", cfg.gan_steps, cfg.gan_minutes)):
+        if phase == "regression" and st.phase != "regression":
+            continue  # resumed in the adversarial phase
+        if phase == "adversarial":
+            if steps == 0:
+                break
+            if st.phase == "regression":
+                st.start_adversarial()
+        start = time.time() - st.elapsed
+        bar = tqdm(total=steps, initial=st.step, disable=not progress, desc=f"generator ({phase})")
+        while st.step < steps:
+            done = max(st.step / steps, (time.time() - start) / (minutes * 60) if minutes > 0 else 0.0)
+            z = torch.randn(cfg.batch_size, cfg.style_dim, generator=st.data_rng).to(device)
+            batch = regression_batch(z, cfg.size)
+            if phase == "regression":
+                logs = regression_step(st, z, batch, done)
+            else:
+                logs = adversarial_step(st, z, batch)
+            st.step += 1
+            bar.update(1)
+            timeout = minutes > 0 and time.time() - start > minutes * 60
+            if st.step % 500 == 0 or st.step == steps or timeout:
+                with torch.no_grad():
+                    val = psnr(st.G_ema(z_val, noise_mode="const"), target_val)
+                history.append({"phase": phase, "step": st.step, **logs, "val_psnr": val,
+                                "lr": st.opt.param_groups[0]["lr"], "minutes": (time.time() - start) / 60})
+                if not progress:
+                    print(json.dumps(history[-1]), flush=True)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", psnr=f"{val:.2f}")
+                st.elapsed = time.time() - start
+                st.save(state_path)
+            if timeout:
+                break
+        bar.close()
+        if phase == "regression" and cfg.gan_steps > 0:
+            st.start_adversarial()
+            st.elapsed = 0.0
+            st.save(state_path)
+    G_ema = st.G_ema
     G_ema.latent_avg.copy_(estimate_latent_avg(G_ema))
     save_generator(G_ema.cpu(), out)
+    G_ema.to(device)
     with torch.no_grad():
-        val = psnr(G_ema.to(device)(z_val, noise_mode="const"), target_val)
-    figures = {"init": init, "steps": step, "val_psnr_db": val, "train_minutes": (time.time() - start) / 60,
-               "device": str(device), "params": sum(p.numel() for p in G.parameters()),
+        val = psnr(G_ema(z_val, noise_mode="const"), target_val)
+    figures = {"init": init, "phase": st.phase, "steps": st.step, "val_psnr_db": val,
+               "train_minutes": (time.time() - t_total) / 60, "device": str(device),
+               "params": sum(p.numel() for p in st.G.parameters()),
                "config": dataclasses.asdict(cfg), "history": history}
     save_image_grid(sample_images(G_ema, 64, cfg.seed), f"{out}.samples.png")
     if world_cnn:
-        from clcae.world.world_cnn import load_world_cnn
-
         real = procfaces.render_split("train", 1250, 4, cfg.seed)[0]
         quality, _ = generator_quality(G_ema, load_world_cnn(world_cnn).to(device), real, n=5000, seed=cfg.seed)
         figures["quality"] = quality
@@ -200,6 +372,8 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no progress bar; print a JSON line per 500 steps")
     ap.add_argument("--init", default=None, help="fine-tune from this generator checkpoint")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--teacher", default=None, help="world CNN of the teacher losses (default: trained "
+                                                   "into <out>.teacher.pt)")
     ap.add_argument("--world-cnn", default=None, help="world CNN checkpoint (data/world/world_cnn.pt) for the "
                                                       "quality figures")
     for f in dataclasses.fields(GeneratorTrainConfig):
@@ -212,7 +386,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     figures = train(cfg, args.out, args.device, progress=not args.quiet, init=args.init,
-                    world_cnn=args.world_cnn)
+                    world_cnn=args.world_cnn, teacher=args.teacher)
     print(json.dumps({k: v for k, v in figures.items() if k not in ("history", "config")}, indent=1))
 
 

@@ -235,6 +235,21 @@ class ToRGB(nn.Module):
 # ----------------------------------------------------------------------------- generator
 
 
+def channel_table(size: int, channels: dict[int, int] | None, channel_multiplier: int,
+                  what: str) -> dict[int, int]:
+    """Resolution -> channels for a ``size`` network: the given table checked, or config-f's."""
+    log_size = int(math.log2(size))
+    if size < 8 or 2 ** log_size != size:
+        raise ValueError(f"{what} size must be a power of two >= 8, got {size}")
+    if channels is None:
+        channels = {r: DEFAULT_CHANNELS[r] if r <= 32 else DEFAULT_CHANNELS[r] * channel_multiplier // 2
+                    for r in (2 ** i for i in range(2, log_size + 1))}
+    missing = [2 ** i for i in range(2, log_size + 1) if 2 ** i not in channels]
+    if missing:
+        raise ValueError(f"channels table has no entry for resolutions {missing}")
+    return channels
+
+
 class Generator(nn.Module):
     """z -> w (mapping) -> W+ (one w per layer) -> image, with F-space injection.
 
@@ -246,14 +261,7 @@ class Generator(nn.Module):
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01):
         super().__init__()
         log_size = int(math.log2(size))
-        if size < 8 or 2 ** log_size != size:
-            raise ValueError(f"generator size must be a power of two >= 8, got {size}")
-        if channels is None:
-            channels = {r: DEFAULT_CHANNELS[r] if r <= 32 else DEFAULT_CHANNELS[r] * channel_multiplier // 2
-                        for r in (2 ** i for i in range(2, log_size + 1))}
-        missing = [2 ** i for i in range(2, log_size + 1) if 2 ** i not in channels]
-        if missing:
-            raise ValueError(f"channels table has no entry for resolutions {missing}")
+        channels = channel_table(size, channels, channel_multiplier, "generator")
         self.size, self.style_dim, self.n_mlp = size, style_dim, n_mlp
         self.channels = {int(r): int(c) for r, c in channels.items() if r <= size}
         self.blur_kernel = list(blur_kernel)
@@ -442,14 +450,7 @@ class Discriminator(nn.Module):
                  blur_kernel: Sequence[float] = (1, 3, 3, 1)):
         super().__init__()
         log_size = int(math.log2(size))
-        if size < 8 or 2 ** log_size != size:
-            raise ValueError(f"discriminator size must be a power of two >= 8, got {size}")
-        if channels is None:
-            channels = {r: DEFAULT_CHANNELS[r] if r <= 32 else DEFAULT_CHANNELS[r] * channel_multiplier // 2
-                        for r in (2 ** i for i in range(2, log_size + 1))}
-        missing = [2 ** i for i in range(2, log_size + 1) if 2 ** i not in channels]
-        if missing:
-            raise ValueError(f"channels table has no entry for resolutions {missing}")
+        channels = channel_table(size, channels, channel_multiplier, "discriminator")
         convs: list[nn.Module] = [ConvLayer(3, channels[size], 1)]
         in_channel = channels[size]
         for i in range(log_size, 2, -1):

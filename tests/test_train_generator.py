@@ -9,7 +9,8 @@ from clcae.world import procfaces
 from clcae.world.train_generator import (GeneratorTrainConfig, build_generator, init_from_checkpoint,
                                          renderer_latent, train)
 
-TINY = dict(size=32, style_dim=48, n_mlp=2, channels={4: 16, 8: 16, 16: 16, 32: 8}, batch_size=4, steps=6)
+TINY = dict(size=32, style_dim=48, n_mlp=2, channels={4: 16, 8: 16, 16: 16, 32: 8}, batch_size=4, steps=6,
+            perceptual_weight=0.0, attribute_weight=0.0)  # no teacher CNN to train
 
 
 def test_renderer_latent_is_pixelnormed_prefix():
@@ -135,3 +136,15 @@ def test_generator_loss_teacher_terms_match_hand_computation():
                                             / teacher.attr_std).mean())
     with pytest.raises(ValueError, match="teacher"):
         GeneratorLoss(cfg, None)
+
+
+def test_training_with_a_teacher_logs_its_terms(tmp_path):
+    from clcae.world.world_cnn import WorldCNN, save_world_cnn
+
+    teacher = save_world_cnn(WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8), tmp_path / "teacher.pt")
+    cfg = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 1.0, "attribute_weight": 1.0})
+    figures = train(cfg, str(tmp_path / "g.pt"), progress=False, teacher=str(teacher))
+    last = figures["history"][-1]
+    assert last["perceptual"] > 0 and last["attribute"] > 0
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        train(cfg, str(tmp_path / "h.pt"), progress=False, teacher=str(tmp_path / "missing.pt"))

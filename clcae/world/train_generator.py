@@ -65,8 +65,8 @@ class GeneratorTrainConfig:
     gan_ema_beta: float = 0.998
     # teacher losses through a world CNN trained with another seed than the world stage's
     # (which judges the generator): pixel L1 alone averages away the mouth (smile, lip colour)
-    perceptual_weight: float = 0.0  # world-CNN feature distance to the render
-    attribute_weight: float = 0.0  # L1 of the world CNN's attribute readout vs the exact labels
+    perceptual_weight: float = 2.0  # world-CNN feature distance to the render
+    attribute_weight: float = 5.0  # L1 of the world CNN's attribute readout vs the exact labels
     teacher_seed: int = 1
 
 
@@ -279,9 +279,10 @@ def load_teacher(cfg: GeneratorTrainConfig, path: str | None, out: str, device: 
     minutes) into ``<out>.teacher.pt`` when no path is given and none is there yet."""
     if not (cfg.perceptual_weight or cfg.attribute_weight):
         return None
-    path = path or f"{out}.teacher.pt"
-    if not os.path.exists(path):
-        train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed), path, progress=progress)
+    if path is None:  # an explicit path must exist; the default one is made on first use
+        path = f"{out}.teacher.pt"
+        if not os.path.exists(path):
+            train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed), path, progress=progress)
     return load_world_cnn(path).to(device).eval().requires_grad_(False)
 
 

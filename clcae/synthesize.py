@@ -13,6 +13,7 @@ by ``(seed, shard)``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -36,6 +37,20 @@ class PairSpec:
     noise_mode: str
     resolution: int
     seed: int
+    generator_sha256: str = ""  # the checkpoint's content: a new generator at the same path is a new spec
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pairs_manifest(folder: str | Path) -> dict:
+    """The spec the pairs in ``folder`` were made with (what a consumer's resume checks)."""
+    return json.loads((Path(folder) / "manifest.json").read_text())
 
 
 def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -134,7 +149,8 @@ def run(params) -> dict:
     G = load_generator(params.shared.generator, device=device)
     spec = PairSpec(generator=params.shared.generator, n_pairs=cfg.n_pairs, shard_size=cfg.shard_size,
                     truncation=cfg.truncation, noise_mode=cfg.noise_mode,
-                    resolution=cfg.resolution or G.size, seed=params.shared.seed)
+                    resolution=cfg.resolution or G.size, seed=params.shared.seed,
+                    generator_sha256=file_sha256(params.shared.generator))
     start = time.perf_counter()
     counts = synthesize(G, spec, cfg.out_dir, batch_size=cfg.batch_size)
     seconds = time.perf_counter() - start

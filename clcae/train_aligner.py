@@ -24,7 +24,7 @@ from clcae.distributed import all_reduce_mean, barrier, cleanup_distributed, ini
 from clcae.io import save_json, save_torch
 from clcae.losses import InfoNCELoss, retrieval_topk
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
-from clcae.synthesize import load_pairs
+from clcae.synthesize import load_pairs, pairs_manifest
 from clcae.images import to_float
 
 
@@ -104,7 +104,7 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
     loss_fn = InfoNCELoss(cfg.lambda_i2w, gather=True)
     out, report = Path(cfg.out_dir), Path(cfg.report_dir)
     state_path, signature = out / "state.pt", {**dataclasses.asdict(cfg), "seed": seed, "world": world,
-                                               "n_pairs": len(w)}
+                                               "n_pairs": len(w), "pairs": pairs_manifest(params.synthesize.out_dir)}
     step, seconds = 0, 0.0
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)

@@ -1,4 +1,6 @@
 """synthesize: deterministic by seed, resumable by shard, never takes a half-written shard."""
+import hashlib
+
 import pytest
 import torch
 
@@ -73,6 +75,21 @@ def test_resume_after_interruption(G, tmp_path, monkeypatch):
 def test_changed_spec_discards_old_shards(G, tmp_path):
     synthesize(G, spec(), tmp_path, batch_size=10, progress=False)
     counts = synthesize(G, spec(truncation=0.5), tmp_path, batch_size=10, progress=False)
+    assert counts["rendered_now"] == 50
+
+
+
+def test_new_generator_at_the_same_path_discards_old_shards(G, tmp_path):
+    """`dvc repro` after replacing the checkpoint file must not keep the old generator's pairs."""
+    ckpt = tmp_path / "g.pt"
+    ckpt.write_bytes(b"generator one")
+    first = spec(generator_sha256=syn.file_sha256(ckpt))
+    assert first.generator_sha256 == hashlib.sha256(b"generator one").hexdigest()
+    synthesize(G, first, tmp_path / "pairs", batch_size=10, progress=False)
+    assert syn.pairs_manifest(tmp_path / "pairs")["generator_sha256"] == first.generator_sha256
+    ckpt.write_bytes(b"generator two")
+    counts = synthesize(G, spec(generator_sha256=syn.file_sha256(ckpt)), tmp_path / "pairs", batch_size=10,
+                        progress=False)
     assert counts["rendered_now"] == 50
 
 

@@ -25,15 +25,17 @@ bench: $(STAMP)
 	$(PY) benchmarks/synthesize.py
 	$(PY) benchmarks/procfaces.py
 
-# Retrain the procfaces world's generator from scratch (seeded): GEN_MINUTES of regression,
-# then GAN_MINUTES of adversarial training. GPU: the defaults (minutes); the 2-core CPU:
-# GEN_MINUTES=60 GAN_MINUTES=60 GEN_BATCH=32.
-GEN_MINUTES ?= 4
-GAN_MINUTES ?= 4
+# Retrain the procfaces world's generator from scratch (seeded): trains the teacher world CNN
+# (seed 1, ~3 CPU minutes), then GEN_MINUTES of regression with the teacher losses, then
+# GAN_MINUTES of adversarial training (0: none). Needs data/world/world_cnn.pt (`dvc repro world`)
+# for the quality figures. 2-core CPU: GEN_MINUTES=120 GEN_BATCH=32.
+GEN_MINUTES ?= 10
+GAN_MINUTES ?= 0
 GEN_BATCH ?= 128
+GAN_STEPS = $(if $(filter 0,$(GAN_MINUTES)),0,1000000)
 world-generator: $(STAMP)
 	$(PY) -m clcae.world.train_generator --out assets/procfaces/generator.pt --steps 1000000 \
-		--max-minutes $(GEN_MINUTES) --gan-steps 1000000 --gan-minutes $(GAN_MINUTES) \
+		--max-minutes $(GEN_MINUTES) --gan-steps $(GAN_STEPS) --gan-minutes $(GAN_MINUTES) \
 		--batch-size $(GEN_BATCH) --world-cnn data/world/world_cnn.pt
 
 clean-venv:

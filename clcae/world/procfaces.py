@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from clcae.images import to_uint8
+from clcae.io import atomic_path
 
 # --------------------------------------------------------------------------------------------
 # Latent layout
@@ -644,24 +643,12 @@ def write_png_folder(images: torch.Tensor, labels_df, folder: str | os.PathLike)
         df.insert(0, "file", [f"{i:06d}.png" for i in range(len(df))])
     else:
         df = df[["file"] + [c for c in df.columns if c != "file"]]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
         arr = images.permute(0, 2, 3, 1).contiguous().numpy()  # [N, H, W, 3]
         for name, im in zip(df["file"], arr):
             Image.fromarray(im).save(tmp / name, optimize=False, compress_level=1)
         df.to_csv(tmp / "labels.csv", index=False, float_format="%.8g")
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -184,7 +184,7 @@ class TrainState:
         # acts like one every step
         ratio = cfg.r1_every / (cfg.r1_every + 1)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.gan_lr * ratio, betas=(0.0, 0.99 ** ratio))
-        self.phase, self.step = "adversarial", 0
+        self.phase, self.step, self.elapsed = "adversarial", 0, 0.0
 
     def save(self, path: str) -> None:
         save_torch({"config": dataclasses.asdict(self.cfg), "phase": self.phase, "step": self.step,
@@ -283,7 +283,7 @@ def load_teacher(cfg: GeneratorTrainConfig, path: str | None, out: str, device: 
         path = f"{out}.teacher.pt"
         if not os.path.exists(path):
             train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed), path, progress=progress)
-    return load_world_cnn(path).to(device).eval().requires_grad_(False)
+    return load_world_cnn(path).to(device)  # eval mode, frozen
 
 
 def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True,
@@ -308,15 +308,10 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     target_val = regression_batch(z_val, cfg.size).target
     history = []
     t_total = time.time()
-    for phase, steps, minutes in (("regression", cfg.steps, cfg.max_minutes),
-                                  ("adversarial", cfg.gan_steps, cfg.gan_minutes)):
-        if phase == "regression" and st.phase != "regression":
-            continue  # resumed in the adversarial phase
-        if phase == "adversarial":
-            if steps == 0:
-                break
-            if st.phase == "regression":
-                st.start_adversarial()
+    budgets = {"regression": (cfg.steps, cfg.max_minutes), "adversarial": (cfg.gan_steps, cfg.gan_minutes)}
+    while True:  # the phase a fresh or resumed run is in, then (maybe) the adversarial one
+        phase = st.phase
+        steps, minutes = budgets[phase]
         start = time.time() - st.elapsed
         bar = tqdm(total=steps, initial=st.step, disable=not progress, desc=f"generator ({phase})")
         while st.step < steps:
@@ -343,10 +338,10 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
             if timeout:
                 break
         bar.close()
-        if phase == "regression" and cfg.gan_steps > 0:
-            st.start_adversarial()
-            st.elapsed = 0.0
-            st.save(state_path)
+        if phase == "adversarial" or cfg.gan_steps == 0:
+            break
+        st.start_adversarial()
+        st.save(state_path)
     G_ema = st.G_ema
     G_ema.latent_avg.copy_(estimate_latent_avg(G_ema))
     save_generator(G_ema.cpu(), out)

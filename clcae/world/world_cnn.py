@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clcae.images import to_float, to_uint8
 import torch.nn as nn
 import torch.nn.functional as F
+
+from clcae.images import to_float, to_uint8
+from clcae.io import save_torch
 
 from clcae.world import procfaces as pf
 
@@ -226,7 +227,7 @@ class CosFaceHead(nn.Module):
 
 def save_world_cnn(model: WorldCNN, path: str | os.PathLike, config: WorldCNNConfig | None = None,
                    metrics: dict | None = None, history: list[dict] | None = None) -> Path:
-    """Write ``{'config', 'state_dict', 'metrics', 'history'}`` atomically (temp + os.replace).
+    """Write ``{'config', 'state_dict', 'metrics', 'history'}`` atomically (:func:`clcae.io.save_torch`).
 
     ``history`` is the per-step loss curve (kept in the checkpoint, not in the metrics, so a
     metrics file stays small)."""
@@ -235,15 +236,7 @@ def save_world_cnn(model: WorldCNN, path: str | os.PathLike, config: WorldCNNCon
     cfg.update(widths=list(model.widths), emb_dim=model.emb_dim)
     blob = {"config": cfg, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "metrics": dict(metrics or {}), "history": list(history or [])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_torch(blob, path)
     return path
 
 

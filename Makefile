@@ -25,13 +25,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/synthesize.py
 	$(PY) benchmarks/procfaces.py
 
-# Retrain the procfaces world's generator from scratch (seeded): trains the teacher world CNN
-# (seed 1, ~3 CPU minutes), then GEN_MINUTES of regression with the teacher losses, then
-# GAN_MINUTES of adversarial training (0: none). Needs data/world/world_cnn.pt (`dvc repro world`)
-# for the quality figures. 2-core CPU: GEN_MINUTES=120 GEN_BATCH=32.
+# Retrain the procfaces world's generator from scratch (seeded): trains the two teacher world
+# CNNs (seeds 1 and 2, ~3 CPU minutes each), then GEN_MINUTES of regression with the teacher
+# losses, then GAN_MINUTES of adversarial training (0: none). Needs data/world/world_cnn.pt
+# (`dvc repro world`) for the quality figures. 2-core CPU: GEN_MINUTES=120 GEN_BATCH=32.
 GEN_MINUTES ?= 10
 GAN_MINUTES ?= 0
-GEN_BATCH ?= 128
+GEN_BATCH ?= 256
 GAN_STEPS = $(if $(filter 0,$(GAN_MINUTES)),0,1000000)
 world-generator: $(STAMP)
 	$(PY) -m clcae.world.train_generator --out assets/procfaces/generator.pt --steps 1000000 \

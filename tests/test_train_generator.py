@@ -125,26 +125,45 @@ def test_generator_loss_teacher_terms_match_hand_computation():
     batch = regression_batch(torch.randn(3, 48), 32)
     image = batch.target + 0.1 * torch.randn_like(batch.target)
     cfg = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 2.0, "attribute_weight": 3.0})
-    loss, logs = GeneratorLoss(cfg, teacher)(image, batch)
+    loss, logs = GeneratorLoss(cfg, [teacher])(image, batch)
     pixel = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
     perceptual = perceptual_distance(teacher, image, batch.target).mean()
     attribute = ((teacher.attributes(image) - batch.labels).abs() / teacher.attr_std).mean()
     torch.testing.assert_close(loss, pixel + 2.0 * perceptual + 3.0 * attribute)
     assert logs["perceptual"] > 0 and logs["attribute"] == pytest.approx(attribute.item())
-    same, _ = GeneratorLoss(cfg, teacher)(batch.target, batch)  # a perfect render: attribute error only
+    same, _ = GeneratorLoss(cfg, [teacher])(batch.target, batch)  # a perfect render: attribute error only
     torch.testing.assert_close(same, 3.0 * ((teacher.attributes(batch.target) - batch.labels).abs()
                                             / teacher.attr_std).mean())
     with pytest.raises(ValueError, match="teacher"):
-        GeneratorLoss(cfg, None)
+        GeneratorLoss(cfg, [])
+
+
+def test_teacher_ensemble_averages_each_term():
+    from clcae.world.train_generator import GeneratorLoss, regression_batch, regression_loss
+    from clcae.world.world_cnn import WorldCNN
+
+    torch.manual_seed(0)
+    teachers = [WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval().requires_grad_(False) for _ in range(2)]
+    teachers[1].attr_std.fill_(4.0)  # the two teachers' attribute errors differ
+    batch = regression_batch(torch.randn(3, 48), 32)
+    image = batch.target + 0.1 * torch.randn_like(batch.target)
+    cfg = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 2.0, "attribute_weight": 3.0, "n_teachers": 2})
+    pixel = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
+    single = [GeneratorLoss(cfg, [t])(image, batch)[0] - pixel for t in teachers]
+    both, logs = GeneratorLoss(cfg, teachers)(image, batch)
+    assert single[0].item() != pytest.approx(single[1].item())
+    torch.testing.assert_close(both, pixel + (single[0] + single[1]) / 2)
 
 
 def test_training_with_a_teacher_logs_its_terms(tmp_path):
     from clcae.world.world_cnn import WorldCNN, save_world_cnn
 
     teacher = save_world_cnn(WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8), tmp_path / "teacher.pt")
-    cfg = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 1.0, "attribute_weight": 1.0})
-    figures = train(cfg, str(tmp_path / "g.pt"), progress=False, teacher=str(teacher))
+    cfg = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 1.0, "attribute_weight": 1.0, "n_teachers": 1})
+    figures = train(cfg, str(tmp_path / "g.pt"), progress=False, teachers=[str(teacher)])
     last = figures["history"][-1]
     assert last["perceptual"] > 0 and last["attribute"] > 0
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        train(cfg, str(tmp_path / "h.pt"), progress=False, teacher=str(tmp_path / "missing.pt"))
+        train(cfg, str(tmp_path / "h.pt"), progress=False, teachers=[str(tmp_path / "missing.pt")])
+    with pytest.raises(ValueError, match="n_teachers=1"):  # one path per teacher
+        train(cfg, str(tmp_path / "h.pt"), progress=False, teachers=[str(teacher)] * 2)

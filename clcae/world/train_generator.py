@@ -68,6 +68,9 @@ class GeneratorTrainConfig:
     perceptual_weight: float = 2.0  # world-CNN feature distance to the render
     attribute_weight: float = 5.0  # L1 of the world CNN's attribute readout vs the exact labels
     teacher_seed: int = 1
+    # an ensemble (seeds teacher_seed, teacher_seed + 1, ...), averaged: with one teacher G learns
+    # its quirks (the seed-1 CNN read lip colour right on samples that two others read too pale)
+    n_teachers: int = 2
 
 
 RESUMABLE_CHANGES = ("steps", "max_minutes", "gan_steps", "gan_minutes")  # a resumed run may train longer
@@ -110,26 +113,27 @@ def regression_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 class GeneratorLoss:
     """Pixel regression [+ teacher perceptual distance] [+ teacher attribute readout error].
 
-    The teacher is a world CNN (eval mode, frozen); attribute errors are measured in units of
-    its label std, so every attribute weighs the same.
+    Teachers are world CNNs (eval mode, frozen); with several, each term is their mean.
+    Attribute errors are measured in units of each teacher's label std, so every attribute
+    weighs the same.
     """
 
-    def __init__(self, cfg: "GeneratorTrainConfig", teacher: WorldCNN | None = None):
-        if teacher is None and (cfg.perceptual_weight or cfg.attribute_weight):
+    def __init__(self, cfg: "GeneratorTrainConfig", teachers: list[WorldCNN] = ()):
+        if not teachers and (cfg.perceptual_weight or cfg.attribute_weight):
             raise ValueError("perceptual_weight / attribute_weight need a teacher world CNN")
-        self.cfg, self.teacher = cfg, teacher
+        self.cfg, self.teachers = cfg, list(teachers)
 
     def __call__(self, image: torch.Tensor, batch: RenderedBatch) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
         loss = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
         logs = {"loss": loss.item()}
         if cfg.perceptual_weight:
-            perceptual = perceptual_distance(self.teacher, image, batch.target).mean()
+            perceptual = torch.stack([perceptual_distance(t, image, batch.target).mean() for t in self.teachers]).mean()
             loss = loss + cfg.perceptual_weight * perceptual
             logs["perceptual"] = perceptual.item()
         if cfg.attribute_weight:
-            pred = self.teacher.attributes(image)
-            attribute = ((pred - batch.labels).abs() / self.teacher.attr_std).mean()
+            attribute = torch.stack([((t.attributes(image) - batch.labels).abs() / t.attr_std).mean()
+                                     for t in self.teachers]).mean()
             loss = loss + cfg.attribute_weight * attribute
             logs["attribute"] = attribute.item()
         return loss, logs
@@ -160,8 +164,8 @@ class TrainState:
     """Everything a run needs to resume: both networks, optimisers, phase, step and RNGs."""
 
     def __init__(self, cfg: GeneratorTrainConfig, device: torch.device, init: str | None,
-                 teacher: WorldCNN | None = None):
-        self.loss_fn = GeneratorLoss(cfg, teacher)
+                 teachers: list[WorldCNN] = ()):
+        self.loss_fn = GeneratorLoss(cfg, teachers)
         torch.manual_seed(cfg.seed)
         G = build_generator(cfg)
         if init:
@@ -273,33 +277,42 @@ def adversarial_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch) -> d
     return {**logs, "g_adv": g_adv.item(), **reg_logs}
 
 
-def load_teacher(cfg: GeneratorTrainConfig, path: str | None, out: str, device: torch.device,
-                 progress: bool) -> WorldCNN | None:
-    """The frozen world CNN of the teacher losses; trained (seed ``teacher_seed``, about 3 CPU
-    minutes) into ``<out>.teacher.pt`` when no path is given and none is there yet."""
+def teacher_path(out: str, seed: int) -> str:
+    return f"{out}.teacher-seed{seed}.pt"
+
+
+def load_teachers(cfg: GeneratorTrainConfig, paths: list[str] | None, out: str, device: torch.device,
+                  progress: bool) -> list[WorldCNN]:
+    """The frozen world CNNs of the teacher losses. Explicit ``paths`` must exist (one per
+    teacher); by default teacher k is trained (seed ``teacher_seed + k``, about 3 CPU minutes
+    each) into ``<out>.teacher-seed<seed>.pt`` on first use."""
     if not (cfg.perceptual_weight or cfg.attribute_weight):
-        return None
-    if path is None:  # an explicit path must exist; the default one is made on first use
-        path = f"{out}.teacher.pt"
-        if not os.path.exists(path):
-            train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed), path, progress=progress)
-    return load_world_cnn(path).to(device)  # eval mode, frozen
+        return []
+    if paths:
+        if len(paths) != cfg.n_teachers:
+            raise ValueError(f"{len(paths)} teacher paths given for n_teachers={cfg.n_teachers}: {paths}")
+    else:
+        paths = [teacher_path(out, cfg.teacher_seed + k) for k in range(cfg.n_teachers)]
+        for k, path in enumerate(paths):
+            if not os.path.exists(path):
+                train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed + k), path, progress=progress)
+    return [load_world_cnn(path).to(device) for path in paths]  # eval mode, frozen
 
 
 def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True,
-          init: str | None = None, world_cnn: str | None = None, teacher: str | None = None) -> dict:
+          init: str | None = None, world_cnn: str | None = None, teachers: list[str] | None = None) -> dict:
     """Train (or resume) and write ``out`` (rosinality layout), ``<out>.json`` (figures) and
     ``<out>.samples.png`` (an 8x8 grid).
 
     Two phases: ``steps`` regression steps (or ``max_minutes``), then ``gan_steps``
     adversarial steps (or ``gan_minutes``). ``init``: a generator checkpoint to start from
     instead of a random init. ``world_cnn``: the world stage's CNN; adds the quality figures
-    of :mod:`clcae.world.quality`. ``teacher``: the world CNN of the teacher losses (see
-    :func:`load_teacher`).
+    of :mod:`clcae.world.quality`. ``teachers``: world CNN checkpoints of the teacher losses
+    (see :func:`load_teachers`).
     """
     device = torch.device(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    st = TrainState(cfg, device, init, load_teacher(cfg, teacher, out, device, progress))
+    st = TrainState(cfg, device, init, load_teachers(cfg, teachers, out, device, progress))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     state_path = f"{out}.state.pt"
     if os.path.exists(state_path):
@@ -368,8 +381,9 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no progress bar; print a JSON line per 500 steps")
     ap.add_argument("--init", default=None, help="fine-tune from this generator checkpoint")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--teacher", default=None, help="world CNN of the teacher losses (default: trained "
-                                                   "into <out>.teacher.pt)")
+    ap.add_argument("--teacher", action="append", default=None,
+                    help="world CNN of the teacher losses, once per teacher (default: trained into "
+                         "<out>.teacher-seed<seed>.pt)")
     ap.add_argument("--world-cnn", default=None, help="world CNN checkpoint (data/world/world_cnn.pt) for the "
                                                       "quality figures")
     for f in dataclasses.fields(GeneratorTrainConfig):
@@ -382,7 +396,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     figures = train(cfg, args.out, args.device, progress=not args.quiet, init=args.init,
-                    world_cnn=args.world_cnn, teacher=args.teacher)
+                    world_cnn=args.world_cnn, teachers=args.teacher)
     print(json.dumps({k: v for k, v in figures.items() if k not in ("history", "config")}, indent=1))
 
 

@@ -167,3 +167,33 @@ def test_training_with_a_teacher_logs_its_terms(tmp_path):
         train(cfg, str(tmp_path / "h.pt"), progress=False, teachers=[str(tmp_path / "missing.pt")])
     with pytest.raises(ValueError, match="n_teachers=1"):  # one path per teacher
         train(cfg, str(tmp_path / "h.pt"), progress=False, teachers=[str(teacher)] * 2)
+
+
+def test_readout_bias_is_zero_for_the_renders_and_signed_for_a_shift():
+    from clcae.world.procfaces import ATTRIBUTES
+    from clcae.world.train_generator import readout_bias, regression_batch
+    from clcae.world.world_cnn import WorldCNN
+
+    class RenderingGenerator(torch.nn.Module):  # stands in for G: the render of u(z) + a colour shift
+        size = 32
+
+        def __init__(self, shift: float):
+            super().__init__()
+            self.shift = shift
+
+        def forward(self, z, noise_mode="const"):
+            return regression_batch(z, self.size).target + self.shift
+
+    torch.manual_seed(0)
+    cnn = WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval()
+    cnn.attr_std.fill_(0.5)
+    with torch.no_grad():
+        cnn.attr_head[-1].weight.mul_(1000)  # a freshly initialised head barely reacts to its input
+    z = torch.randn(6, 48)
+    exact = readout_bias(RenderingGenerator(0.0), {"judge": cnn}, z, batch_size=4)
+    assert list(exact["judge"]) == list(ATTRIBUTES) and all(v == 0 for v in exact["judge"].values())
+    shifted = readout_bias(RenderingGenerator(-0.3), {"judge": cnn}, z, batch_size=4)
+    target = regression_batch(z, 32).target
+    by_hand = ((cnn.attributes((target - 0.3).clamp(-1, 1)) - cnn.attributes(target)) / 0.5).mean(0)
+    torch.testing.assert_close(torch.tensor(list(shifted["judge"].values())), by_hand, atol=1e-4, rtol=1e-4)
+    assert by_hand.abs().max() > 0.01

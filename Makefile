@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/generator.py
+	$(PY) benchmarks/generator_training.py
 	$(PY) benchmarks/synthesize.py
 	$(PY) benchmarks/procfaces.py
 
@@ -29,7 +30,7 @@ bench: $(STAMP)
 # CNNs (seeds 1 and 2, ~3 CPU minutes each), then GEN_MINUTES of regression with the teacher
 # losses, then GAN_MINUTES of adversarial training (0: none). Needs data/world/world_cnn.pt
 # (`dvc repro world`) for the quality figures. 2-core CPU: GEN_MINUTES=120 GEN_BATCH=32.
-GEN_MINUTES ?= 10
+GEN_MINUTES ?= 20
 GAN_MINUTES ?= 0
 GEN_BATCH ?= 256
 GAN_STEPS = $(if $(filter 0,$(GAN_MINUTES)),0,1000000)

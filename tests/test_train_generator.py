@@ -29,7 +29,18 @@ def test_tiny_training_writes_loadable_generator_and_resumes(tmp_path):
     G = load_generator(out)
     assert G.size == 32 and G.style_dim == 48 and G.channels == TINY["channels"]
     longer = train(GeneratorTrainConfig(**{**TINY, "steps": 8}), str(out), progress=False)
-    assert longer["steps"] == 8 and longer["history"][0]["step"] == 8  # resumed at 6, not restarted
+    assert longer["steps"] == 8 and [h["step"] for h in longer["history"]] == [6, 8]  # resumed at 6
+
+
+def test_a_non_finite_loss_stops_before_the_state_is_saved(tmp_path, monkeypatch):
+    import clcae.world.train_generator as tg
+
+    pixel_loss = tg.regression_loss
+    monkeypatch.setattr(tg, "regression_loss", lambda *args: pixel_loss(*args) * float("nan"))
+    out = tmp_path / "g.pt"
+    with pytest.raises(FloatingPointError, match="regression step 6: non-finite"):
+        train(GeneratorTrainConfig(**TINY), str(out), progress=False)
+    assert not (tmp_path / "g.pt.state.pt").exists() and not out.exists()
 
 
 def test_fine_tune_init_preserves_the_loaded_function(tmp_path):
@@ -108,7 +119,9 @@ def test_resume_across_the_adversarial_phase_is_exact(tmp_path):
     first = train(GeneratorTrainConfig(**{**base, "gan_steps": 2}), str(part), progress=False)
     assert first["phase"] == "adversarial" and first["steps"] == 2
     resumed = train(GeneratorTrainConfig(**base), str(part), progress=False)
-    assert resumed["steps"] == 4 and [h["step"] for h in resumed["history"]] == [4]
+    assert resumed["steps"] == 4 and set(resumed["minutes_by_phase"]) == {"regression", "adversarial"}
+    assert [(h["phase"], h["step"]) for h in resumed["history"]] == [("regression", 6), ("adversarial", 2),
+                                                                     ("adversarial", 4)]
     assert whole["history"][-1]["d_loss"] == pytest.approx(resumed["history"][-1]["d_loss"], abs=1e-6)
     a, b = load_generator(tmp_path / "a" / "g.pt"), load_generator(part)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):

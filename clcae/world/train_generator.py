@@ -202,6 +202,7 @@ class TrainState:
         self.D = Discriminator(cfg.size, channels=cfg.channels).to(device)
         self.opt_D = None  # made when the adversarial phase starts
         self.phase, self.step, self.elapsed = "regression", 0, 0.0
+        self.history: list[dict] = []  # one row per log interval, kept across resumes
         self.data_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.cfg = cfg
 
@@ -218,7 +219,8 @@ class TrainState:
 
     def save(self, path: str) -> None:
         save_torch({"config": dataclasses.asdict(self.cfg), "phase": self.phase, "step": self.step,
-                    "elapsed": self.elapsed, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
+                    "elapsed": self.elapsed, "history": self.history,
+                    "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
                     "D": self.D.state_dict(), "opt": self.opt.state_dict(),
                     "opt_D": self.opt_D.state_dict() if self.opt_D else None,
                     "rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state(),
@@ -237,6 +239,7 @@ class TrainState:
         self.G.load_state_dict(s["G"]), self.G_ema.load_state_dict(s["G_ema"]), self.D.load_state_dict(s["D"])
         self.opt.load_state_dict(s["opt"])
         self.phase, self.step, self.elapsed = s["phase"], s["step"], s["elapsed"]
+        self.history = s.get("history", [])  # states saved before history was kept have none
         torch.set_rng_state(s["rng"])
         self.data_rng.set_state(s["data_rng"])
         if self.device.type == "cuda" and s.get("cuda_rng") is not None:  # the noise inputs' RNG
@@ -356,7 +359,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
         st.load(state_path)
     z_val = torch.randn(256, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
     target_val = regression_batch(z_val, cfg.size).target
-    history = []
+    history = st.history
     t_total = time.time()
     budgets = {"regression": (cfg.steps, cfg.max_minutes), "adversarial": (cfg.gan_steps, cfg.gan_minutes)}
     while True:  # the phase a fresh or resumed run is in, then (maybe) the adversarial one
@@ -400,7 +403,9 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     with torch.no_grad():
         val = psnr(G_ema(z_val, noise_mode="const"), target_val)
     figures = {"init": init, "phase": st.phase, "steps": st.step, "val_psnr_db": val,
-               "train_minutes": (time.time() - t_total) / 60, "device": str(device),
+               "train_minutes": (time.time() - t_total) / 60,  # this invocation (a resumed run: its last leg)
+               "minutes_by_phase": {h["phase"]: h["minutes"] for h in history},  # wall time across resumes
+               "device": str(device),
                "params": sum(p.numel() for p in st.G.parameters()),
                "config": dataclasses.asdict(cfg), "history": history}
     save_image_grid(sample_images(G_ema, 64, cfg.seed), f"{out}.samples.png")

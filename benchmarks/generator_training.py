@@ -1,0 +1,84 @@
+"""World generator training step: step time, images/s and peak memory, with the teacher losses.
+
+Compares the step as `make world-generator` runs it (one channels_last pass of G's image per
+teacher serves both teacher terms; host sync once per log interval) with the earlier way
+(``perceptual_distance`` and ``attributes`` as separate NCHW passes, a sync per step). The
+teachers are randomly initialised world CNNs: speed does not depend on their weights.
+
+Run: ``python benchmarks/generator_training.py [--device cuda] [--batch 32] [--steps 10]``.
+"""
+import argparse
+import platform
+import resource
+import time
+
+import torch
+
+from clcae.world.train_generator import GeneratorLoss, GeneratorTrainConfig, TrainState, regression_batch, regression_step
+from clcae.world.world_cnn import WorldCNN, perceptual_distance
+
+
+class SeparatePassesLoss(GeneratorLoss):
+    """The earlier teacher losses: three NCHW passes per teacher and a host sync per term."""
+
+    def __call__(self, image, batch):
+        from clcae.world.train_generator import regression_loss
+
+        cfg = self.cfg
+        loss = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
+        perceptual = torch.stack([perceptual_distance(t, image, batch.target).mean() for t in self.teachers]).mean()
+        attribute = torch.stack([((t.attributes(image) - batch.labels).abs() / t.attr_std).mean()
+                                 for t in self.teachers]).mean()
+        loss = loss + cfg.perceptual_weight * perceptual + cfg.attribute_weight * attribute
+        return loss, {"loss": loss.item(), "perceptual": perceptual.item(), "attribute": attribute.item()}
+
+
+def time_steps(st: TrainState, batch_size: int, steps: int, device: torch.device) -> float:
+    """Seconds per regression step (render + G + teachers + Adam + EMA), after one warm-up."""
+    g = torch.Generator().manual_seed(0)
+
+    def one():
+        z = torch.randn(batch_size, st.cfg.style_dim, generator=g).to(device)
+        regression_step(st, z, regression_batch(z, st.cfg.size), 0.5)
+
+    one()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        one()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=10)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    cfg = GeneratorTrainConfig(batch_size=args.batch)
+    torch.manual_seed(0)
+    teachers = [WorldCNN().eval().requires_grad_(False) for _ in range(cfg.n_teachers)]
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, device {device}, batch {args.batch}, {cfg.n_teachers} teachers")
+    rows = {}
+    for name, layout, loss_cls in (("as trained", torch.channels_last, GeneratorLoss),
+                                   ("separate passes", torch.contiguous_format, SeparatePassesLoss)):
+        st = TrainState(cfg, device, None, [t.to(device, memory_format=layout) for t in teachers])
+        st.loss_fn = loss_cls(cfg, st.loss_fn.teachers)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        rows[name] = time_steps(st, args.batch, args.steps, device)
+        mem = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(f"{name:16s} {rows[name] * 1000:8.1f} ms/step | {args.batch / rows[name]:8.1f} img/s | "
+              f"peak {'GPU' if device.type == 'cuda' else 'RSS (process, so far)'} {mem:.0f} MiB")
+    print(f"speed-up x{rows['separate passes'] / rows['as trained']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

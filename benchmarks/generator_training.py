@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from clcae.world.train_generator import GeneratorLoss, GeneratorTrainConfig, TrainState, regression_batch, regression_step
+from clcae.world.train_generator import (GeneratorLoss, GeneratorTrainConfig, TrainState, regression_batch,
+                                          regression_loss, regression_step)
 from clcae.world.world_cnn import WorldCNN, perceptual_distance
 
 
@@ -22,8 +23,6 @@ class SeparatePassesLoss(GeneratorLoss):
     """The earlier teacher losses: three NCHW passes per teacher and a host sync per term."""
 
     def __call__(self, image, batch):
-        from clcae.world.train_generator import regression_loss
-
         cfg = self.cfg
         loss = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
         perceptual = torch.stack([perceptual_distance(t, image, batch.target).mean() for t in self.teachers]).mean()

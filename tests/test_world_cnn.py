@@ -1,5 +1,7 @@
 """World CNN: shapes, perceptual distance, checkpoint round trip, a tiny training run."""
 
+import copy
+
 import pytest
 import torch
 
@@ -123,3 +125,16 @@ def test_tiny_training_run_reduces_attribute_loss(tmp_path):
     assert back.checkpoint_config["n_people"] == 24
     assert back.checkpoint_metrics["test_split"]["verification_acc"] == m["verification_acc"]
     assert len(back.checkpoint_history) == 40 and "loss_attr" in back.checkpoint_history[0]
+
+
+def test_blur_shift_is_the_mean_readout_change_in_label_stds(model, faces):
+    model = copy.deepcopy(model)
+    model.attr_std.fill_(0.5)
+    with torch.no_grad():
+        soft = wc.gaussian_blur(faces, torch.full((6,), wc.BLUR_CHECK_SIGMA))
+        by_hand = ((model.attributes(soft) - model.attributes(faces)) / 0.5).mean(0)
+    shift = wc.blur_shift(model, faces)
+    assert list(shift) == list(pf.ATTRIBUTES)
+    torch.testing.assert_close(torch.tensor(list(shift.values())), by_hand, atol=1e-5, rtol=0)
+    flat = torch.zeros(2, 3, 64, 64)  # blurring a flat image changes nothing
+    assert all(abs(v) < 1e-6 for v in wc.blur_shift(model, flat).values())

@@ -171,11 +171,16 @@ def test_teacher_ensemble_averages_each_term():
 def test_training_with_a_teacher_logs_its_terms(tmp_path):
     from clcae.world.world_cnn import WorldCNN, save_world_cnn
 
-    teacher = save_world_cnn(WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8), tmp_path / "teacher.pt")
+    from clcae.world.world_cnn import WorldCNNConfig
+
+    teacher = save_world_cnn(WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8), tmp_path / "teacher.pt",
+                             WorldCNNConfig(seed=7, blur_prob=0.25), metrics={"test_split": {"verification_acc": 0.5}})
     cfg = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 1.0, "attribute_weight": 1.0, "n_teachers": 1})
     figures = train(cfg, str(tmp_path / "g.pt"), progress=False, teachers=[str(teacher)])
     last = figures["history"][-1]
     assert last["perceptual"] > 0 and last["attribute"] > 0
+    assert figures["teachers"] == [{"path": str(teacher), "seed": 7, "steps": 1000, "blur_prob": 0.25,
+                                    "test_split": {"verification_acc": 0.5}}]
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         train(cfg, str(tmp_path / "h.pt"), progress=False, teachers=[str(tmp_path / "missing.pt")])
     with pytest.raises(ValueError, match="n_teachers=1"):  # one path per teacher

@@ -321,12 +321,12 @@ def teacher_path(out: str, seed: int) -> str:
 
 
 def load_teachers(cfg: GeneratorTrainConfig, paths: list[str] | None, out: str, device: torch.device,
-                  progress: bool) -> list[WorldCNN]:
+                  progress: bool) -> tuple[list[WorldCNN], list[str]]:
     """The frozen world CNNs of the teacher losses. Explicit ``paths`` must exist (one per
     teacher); by default teacher k is trained (seed ``teacher_seed + k``, about 3 CPU minutes
     each) into ``<out>.teacher-seed<seed>.pt`` on first use."""
     if not (cfg.perceptual_weight or cfg.attribute_weight):
-        return []
+        return [], []
     if paths:
         if len(paths) != cfg.n_teachers:
             raise ValueError(f"{len(paths)} teacher paths given for n_teachers={cfg.n_teachers}: {paths}")
@@ -336,7 +336,16 @@ def load_teachers(cfg: GeneratorTrainConfig, paths: list[str] | None, out: str, 
             if not os.path.exists(path):
                 train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed + k), path, progress=progress)
     # eval mode, frozen; channels_last: 1.7x faster teacher passes on CPU
-    return [load_world_cnn(path).to(device, memory_format=torch.channels_last) for path in paths]
+    return [load_world_cnn(path).to(device, memory_format=torch.channels_last) for path in paths], list(paths)
+
+
+def describe_teacher(path: str) -> dict:
+    """What the figures record of a teacher: its seed, blur augmentation and held-out metrics."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    cfg, metrics = blob.get("config", {}), blob.get("metrics", {})
+    return {"path": str(path), "seed": cfg.get("seed"), "steps": cfg.get("steps"),
+            "blur_prob": cfg.get("blur_prob", 0.0),  # checkpoints from before the field: none
+            "test_split": metrics.get("test_split")}
 
 
 def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True,
@@ -352,7 +361,8 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     """
     device = torch.device(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    st = TrainState(cfg, device, init, load_teachers(cfg, teachers, out, device, progress))
+    teacher_models, teacher_paths = load_teachers(cfg, teachers, out, device, progress)
+    st = TrainState(cfg, device, init, teacher_models)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     state_path = f"{out}.state.pt"
     if os.path.exists(state_path):
@@ -407,7 +417,8 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
                "minutes_by_phase": {h["phase"]: h["minutes"] for h in history},  # wall time across resumes
                "device": str(device),
                "params": sum(p.numel() for p in st.G.parameters()),
-               "config": dataclasses.asdict(cfg), "history": history}
+               "config": dataclasses.asdict(cfg), "teachers": [describe_teacher(p) for p in teacher_paths],
+               "history": history}
     save_image_grid(sample_images(G_ema, 64, cfg.seed), f"{out}.samples.png")
     if world_cnn:
         real = procfaces.render_split("train", 1250, 4, cfg.seed)[0]

@@ -215,3 +215,22 @@ def test_readout_bias_is_zero_for_the_renders_and_signed_for_a_shift():
     by_hand = ((cnn.attributes((target - 0.3).clamp(-1, 1)) - cnn.attributes(target)) / 0.5).mean(0)
     torch.testing.assert_close(torch.tensor(list(shifted["judge"].values())), by_hand, atol=1e-4, rtol=1e-4)
     assert by_hand.abs().max() > 0.01
+
+
+def test_edge_term_pays_for_sharpness_not_for_brightness():
+    """The edge term: zero for a brightness offset, the high-pass L1 (torchvision's blur) for a blur."""
+    from torchvision.transforms.functional import gaussian_blur as tv_blur
+
+    from clcae.world.train_generator import regression_loss
+
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 16, 16) * 2 - 1
+    mask = torch.zeros(2, 1, 16, 16)
+    shifted = target + 0.2
+    assert regression_loss(shifted, target, mask, 0.0, edge_weight=3.0).item() == pytest.approx(
+        regression_loss(shifted, target, mask, 0.0).item(), abs=1e-6)
+    soft = tv_blur(target, [5, 5], [0.8, 0.8])
+    high = lambda x: x - tv_blur(x, [5, 5], [1.0, 1.0])  # noqa: E731
+    expected = 3.0 * (high(soft) - high(target)).abs().mean().item()
+    got = regression_loss(soft, target, mask, 0.0, edge_weight=3.0) - regression_loss(soft, target, mask, 0.0)
+    assert got.item() == pytest.approx(expected, rel=1e-5) and expected > 0.01

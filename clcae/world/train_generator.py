@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from clcae.images import gaussian_blur
 from clcae.io import save_image_grid, save_json, save_torch
 from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Discriminator, Generator, estimate_latent_avg, load_generator,
                                   rosinality_state_dict, save_generator)
@@ -51,6 +52,7 @@ class GeneratorTrainConfig:
     lr: float = 2e-3
     lr_final: float = 5e-5  # cosine decay target
     parts_weight: float = 4.0  # extra L1 weight inside the eye and mouth boxes
+    edge_weight: float = 0.0  # L1 of the high-pass residuals (image minus its 1-px blur): sharpness
     ema_beta: float = 0.998
     seed: int = 0
     max_minutes: float = 0.0  # > 0: end the regression phase after this much wall time
@@ -104,9 +106,22 @@ def cosine_lr(cfg: "GeneratorTrainConfig", progress: float) -> float:
     return cfg.lr_final + (cfg.lr - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def regression_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, parts_weight: float):
+def high_pass(images: torch.Tensor) -> torch.Tensor:
+    """What a 1-px Gaussian blur removes: edges and fine detail. [N, C, H, W] -> same."""
+    return images - gaussian_blur(images, images.new_ones(len(images)))
+
+
+def regression_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, parts_weight: float,
+                    edge_weight: float = 0.0):
+    """L1 at full and half resolution, extra L1 in the eye/mouth boxes, [edge L1 of the high-pass].
+
+    An under-fitted L1 regression is soft; the world CNN's linear probe tells a 0.6-px blur of
+    real images from the images themselves with 80% accuracy, so the edge term pays for sharpness.
+    """
     l1 = (image - target).abs()
     loss = l1.mean() + F.l1_loss(F.avg_pool2d(image, 2), F.avg_pool2d(target, 2))
+    if edge_weight:
+        loss = loss + edge_weight * F.l1_loss(high_pass(image), high_pass(target))
     return loss + parts_weight * (l1 * mask).sum() / (mask.sum() * 3 + 1)
 
 
@@ -126,7 +141,7 @@ class GeneratorLoss:
     def __call__(self, image: torch.Tensor, batch: RenderedBatch) -> tuple[torch.Tensor, dict]:
         """``(loss, logs)``; logs are detached 0-d tensors (no host sync per step)."""
         cfg = self.cfg
-        loss = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
+        loss = regression_loss(image, batch.target, batch.mask, cfg.parts_weight, cfg.edge_weight)
         logs = {"loss": loss.detach()}
         if not self.teachers:
             return loss, logs

@@ -30,14 +30,16 @@ bench: $(STAMP)
 # CNNs (seeds 1 and 2, ~3 CPU minutes each), then GEN_MINUTES of regression with the teacher
 # losses, then GAN_MINUTES of adversarial training (0: none). Needs data/world/world_cnn.pt
 # (`dvc repro world`) for the quality figures. 2-core CPU: GEN_MINUTES=120 GEN_BATCH=32.
+# SHARP_TEACHERS=2: the perceptual term through two world CNNs trained without blur (README).
 GEN_MINUTES ?= 20
+SHARP_TEACHERS ?= 0
 GAN_MINUTES ?= 0
 GEN_BATCH ?= 256
 GAN_STEPS = $(if $(filter 0,$(GAN_MINUTES)),0,1000000)
 world-generator: $(STAMP)
 	$(PY) -m clcae.world.train_generator --out assets/procfaces/generator.pt --steps 1000000 \
 		--max-minutes $(GEN_MINUTES) --gan-steps $(GAN_STEPS) --gan-minutes $(GAN_MINUTES) \
-		--batch-size $(GEN_BATCH) --world-cnn data/world/world_cnn.pt
+		--batch-size $(GEN_BATCH) --sharp-teachers $(SHARP_TEACHERS) --world-cnn data/world/world_cnn.pt
 
 clean-venv:
 	rm -rf $(VENV)

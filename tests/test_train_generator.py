@@ -1,4 +1,5 @@
 """World generator training: loss falls, checkpoints load, fine-tune init keeps the function."""
+import dataclasses
 import json
 
 import pytest
@@ -168,6 +169,26 @@ def test_teacher_ensemble_averages_each_term():
     torch.testing.assert_close(both, pixel + (single[0] + single[1]) / 2)
 
 
+def test_sharp_teachers_take_the_perceptual_term_and_leave_the_attribute_term():
+    from clcae.world.train_generator import GeneratorLoss, regression_batch, regression_loss
+    from clcae.world.world_cnn import WorldCNN, perceptual_distance
+
+    torch.manual_seed(0)
+    teacher, sharp = (WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval().requires_grad_(False) for _ in range(2))
+    teacher.attr_std.copy_(torch.linspace(0.5, 2.0, 7))
+    batch = regression_batch(torch.randn(3, 48), 32)
+    image = batch.target + 0.1 * torch.randn_like(batch.target)
+    cfg = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 2.0, "attribute_weight": 3.0, "n_teachers": 1,
+                                  "sharp_teachers": 1})
+    loss, logs = GeneratorLoss(cfg, [teacher], [sharp])(image, batch)
+    pixel = regression_loss(image, batch.target, batch.mask, cfg.parts_weight)
+    perceptual = perceptual_distance(sharp, image, batch.target).mean()
+    assert perceptual.item() != pytest.approx(perceptual_distance(teacher, image, batch.target).mean().item())
+    attribute = ((teacher.attributes(image) - batch.labels).abs() / teacher.attr_std).mean()
+    torch.testing.assert_close(loss, pixel + 2.0 * perceptual + 3.0 * attribute)
+    assert logs["perceptual"] == pytest.approx(perceptual.item(), rel=1e-5)
+
+
 def test_training_with_a_teacher_logs_its_terms(tmp_path):
     from clcae.world.world_cnn import WorldCNN, save_world_cnn
 
@@ -185,6 +206,15 @@ def test_training_with_a_teacher_logs_its_terms(tmp_path):
         train(cfg, str(tmp_path / "h.pt"), progress=False, teachers=[str(tmp_path / "missing.pt")])
     with pytest.raises(ValueError, match="n_teachers=1"):  # one path per teacher
         train(cfg, str(tmp_path / "h.pt"), progress=False, teachers=[str(teacher)] * 2)
+    sharp_cfg = dataclasses.replace(cfg, sharp_teachers=1)
+    with pytest.raises(ValueError, match="sharp_teachers=1"):
+        train(sharp_cfg, str(tmp_path / "h.pt"), progress=False, teachers=[str(teacher)],
+              sharp_teachers=[str(teacher)] * 2)
+    sharp = save_world_cnn(WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8), tmp_path / "sharp.pt",
+                           WorldCNNConfig(seed=3, blur_prob=0.0))
+    figures = train(sharp_cfg, str(tmp_path / "s.pt"), progress=False, teachers=[str(teacher)],
+                    sharp_teachers=[str(sharp)])
+    assert [t["seed"] for t in figures["sharp_teachers"]] == [3] and figures["history"][-1]["perceptual"] > 0
 
 
 def test_readout_bias_is_zero_for_the_renders_and_signed_for_a_shift():

@@ -73,6 +73,11 @@ class GeneratorTrainConfig:
     # an ensemble (seeds teacher_seed, teacher_seed + 1, ...), averaged: with one teacher G learns
     # its quirks (the seed-1 CNN read lip colour right on samples that two others read too pale)
     n_teachers: int = 2
+    # > 0: the perceptual term goes through this many world CNNs trained without blur
+    # augmentation (seeds teacher_seed, ...): their features see softness, so they pay G for
+    # sharpness, while the attribute term stays with the blur-robust teachers, which softness
+    # cannot fool. 0: both terms through the blur-robust teachers
+    sharp_teachers: int = 0
 
 
 RESUMABLE_CHANGES = ("steps", "max_minutes", "gan_steps", "gan_minutes")  # a resumed run may train longer
@@ -130,13 +135,14 @@ class GeneratorLoss:
 
     Teachers are world CNNs (eval mode, frozen); with several, each term is their mean.
     Attribute errors are measured in units of each teacher's label std, so every attribute
-    weighs the same.
+    weighs the same. ``sharp_teachers``, when given, take over the perceptual term.
     """
 
-    def __init__(self, cfg: "GeneratorTrainConfig", teachers: list[WorldCNN] = ()):
+    def __init__(self, cfg: "GeneratorTrainConfig", teachers: list[WorldCNN] = (),
+                 sharp_teachers: list[WorldCNN] = ()):
         if not teachers and (cfg.perceptual_weight or cfg.attribute_weight):
             raise ValueError("perceptual_weight / attribute_weight need a teacher world CNN")
-        self.cfg, self.teachers = cfg, list(teachers)
+        self.cfg, self.teachers, self.sharp_teachers = cfg, list(teachers), list(sharp_teachers)
 
     def __call__(self, image: torch.Tensor, batch: RenderedBatch) -> tuple[torch.Tensor, dict]:
         """``(loss, logs)``; logs are detached 0-d tensors (no host sync per step)."""
@@ -148,13 +154,14 @@ class GeneratorLoss:
         perceptual, attribute = [], []
         image = image.contiguous(memory_format=torch.channels_last)  # teachers are channels_last
         target = batch.target.contiguous(memory_format=torch.channels_last)
-        for t in self.teachers:  # one differentiable pass of the image serves both terms
+        perceptual_teachers = self.sharp_teachers or self.teachers
+        for t in dict.fromkeys(self.teachers + perceptual_teachers):  # one differentiable pass serves both terms
             feats = t.features(image)
-            if cfg.perceptual_weight:
+            if cfg.perceptual_weight and t in perceptual_teachers:
                 with torch.no_grad():
                     target_feats = t.features(target)
                 perceptual.append(feature_distance(feats, target_feats).mean())
-            if cfg.attribute_weight:
+            if cfg.attribute_weight and t in self.teachers:
                 attribute.append(((t.attributes_from_trunk(feats[-1]) - batch.labels).abs() / t.attr_std).mean())
         for name, weight, terms in (("perceptual", cfg.perceptual_weight, perceptual),
                                     ("attribute", cfg.attribute_weight, attribute)):
@@ -204,8 +211,8 @@ class TrainState:
     """Everything a run needs to resume: both networks, optimisers, phase, step and RNGs."""
 
     def __init__(self, cfg: GeneratorTrainConfig, device: torch.device, init: str | None,
-                 teachers: list[WorldCNN] = ()):
-        self.loss_fn = GeneratorLoss(cfg, teachers)
+                 teachers: list[WorldCNN] = (), sharp_teachers: list[WorldCNN] = ()):
+        self.loss_fn = GeneratorLoss(cfg, teachers, sharp_teachers)
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         G = build_generator(cfg)
@@ -331,25 +338,30 @@ def adversarial_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch) -> d
     return {**logs, "g_adv": g_adv.detach(), **reg_logs}
 
 
-def teacher_path(out: str, seed: int) -> str:
-    return f"{out}.teacher-seed{seed}.pt"
+def teacher_path(out: str, seed: int, sharp: bool = False) -> str:
+    return f"{out}.{'sharp-' if sharp else ''}teacher-seed{seed}.pt"
 
 
 def load_teachers(cfg: GeneratorTrainConfig, paths: list[str] | None, out: str, device: torch.device,
-                  progress: bool) -> tuple[list[WorldCNN], list[str]]:
+                  progress: bool, sharp: bool = False) -> tuple[list[WorldCNN], list[str]]:
     """The frozen world CNNs of the teacher losses. Explicit ``paths`` must exist (one per
     teacher); by default teacher k is trained (seed ``teacher_seed + k``, about 3 CPU minutes
-    each) into ``<out>.teacher-seed<seed>.pt`` on first use."""
-    if not (cfg.perceptual_weight or cfg.attribute_weight):
+    each) into ``<out>.teacher-seed<seed>.pt`` on first use. ``sharp``: the ``sharp_teachers``
+    of the perceptual term instead, trained without blur augmentation into
+    ``<out>.sharp-teacher-seed<seed>.pt``."""
+    count, name = (cfg.sharp_teachers, "sharp_teachers") if sharp else (cfg.n_teachers, "n_teachers")
+    needed = cfg.perceptual_weight if sharp else (cfg.perceptual_weight or cfg.attribute_weight)
+    if not (needed and count):
         return [], []
     if paths:
-        if len(paths) != cfg.n_teachers:
-            raise ValueError(f"{len(paths)} teacher paths given for n_teachers={cfg.n_teachers}: {paths}")
+        if len(paths) != count:
+            raise ValueError(f"{len(paths)} teacher paths given for {name}={count}: {paths}")
     else:
-        paths = [teacher_path(out, cfg.teacher_seed + k) for k in range(cfg.n_teachers)]
+        paths = [teacher_path(out, cfg.teacher_seed + k, sharp) for k in range(count)]
         for k, path in enumerate(paths):
             if not os.path.exists(path):
-                train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed + k), path, progress=progress)
+                blur = {"blur_prob": 0.0} if sharp else {}
+                train_world_cnn(WorldCNNConfig(seed=cfg.teacher_seed + k, **blur), path, progress=progress)
     # eval mode, frozen; channels_last: 1.7x faster teacher passes on CPU
     return [load_world_cnn(path).to(device, memory_format=torch.channels_last) for path in paths], list(paths)
 
@@ -364,7 +376,8 @@ def describe_teacher(path: str) -> dict:
 
 
 def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bool = True,
-          init: str | None = None, world_cnn: str | None = None, teachers: list[str] | None = None) -> dict:
+          init: str | None = None, world_cnn: str | None = None, teachers: list[str] | None = None,
+          sharp_teachers: list[str] | None = None) -> dict:
     """Train (or resume) and write ``out`` (rosinality layout), ``<out>.json`` (figures) and
     ``<out>.samples.png`` (an 8x8 grid).
 
@@ -372,12 +385,14 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     adversarial steps (or ``gan_minutes``). ``init``: a generator checkpoint to start from
     instead of a random init. ``world_cnn``: the world stage's CNN; adds the quality figures
     of :mod:`clcae.world.quality`. ``teachers``: world CNN checkpoints of the teacher losses
-    (see :func:`load_teachers`).
+    and ``sharp_teachers``: of the perceptual term when ``cfg.sharp_teachers`` (see
+    :func:`load_teachers`).
     """
     device = torch.device(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     teacher_models, teacher_paths = load_teachers(cfg, teachers, out, device, progress)
-    st = TrainState(cfg, device, init, teacher_models)
+    sharp_models, sharp_paths = load_teachers(cfg, sharp_teachers, out, device, progress, sharp=True)
+    st = TrainState(cfg, device, init, teacher_models, sharp_models)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     state_path = f"{out}.state.pt"
     if os.path.exists(state_path):
@@ -433,6 +448,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
                "device": str(device),
                "params": sum(p.numel() for p in st.G.parameters()),
                "config": dataclasses.asdict(cfg), "teachers": [describe_teacher(p) for p in teacher_paths],
+               "sharp_teachers": [describe_teacher(p) for p in sharp_paths],
                "history": history}
     save_image_grid(sample_images(G_ema, 64, cfg.seed), f"{out}.samples.png")
     if world_cnn:
@@ -440,7 +456,8 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
         judge = load_world_cnn(world_cnn).to(device)
         quality, _ = generator_quality(G_ema, judge, real, n=5000, seed=cfg.seed)
         z_bias = torch.randn(2000, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
-        cnns = {"judge": judge, **{f"teacher_{k}": t for k, t in enumerate(st.loss_fn.teachers)}}
+        cnns = {"judge": judge, **{f"teacher_{k}": t for k, t in enumerate(st.loss_fn.teachers)},
+                **{f"sharp_teacher_{k}": t for k, t in enumerate(st.loss_fn.sharp_teachers)}}
         quality["readout_bias"] = readout_bias(G_ema, cnns, z_bias)
         figures["quality"] = quality
     save_json(figures, f"{out}.json")
@@ -457,6 +474,9 @@ def main(argv=None):
     ap.add_argument("--teacher", action="append", default=None,
                     help="world CNN of the teacher losses, once per teacher (default: trained into "
                          "<out>.teacher-seed<seed>.pt)")
+    ap.add_argument("--sharp-teacher", action="append", default=None,
+                    help="world CNN of the perceptual term with --sharp-teachers N, once per teacher "
+                         "(default: trained without blur augmentation into <out>.sharp-teacher-seed<seed>.pt)")
     ap.add_argument("--world-cnn", default=None, help="world CNN checkpoint (data/world/world_cnn.pt) for the "
                                                       "quality figures")
     for f in dataclasses.fields(GeneratorTrainConfig):
@@ -469,7 +489,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     figures = train(cfg, args.out, args.device, progress=not args.quiet, init=args.init,
-                    world_cnn=args.world_cnn, teachers=args.teacher)
+                    world_cnn=args.world_cnn, teachers=args.teacher, sharp_teachers=args.sharp_teacher)
     print(json.dumps({k: v for k, v in figures.items() if k not in ("history", "config")}, indent=1))
 
 

@@ -22,6 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from clcae.images import gaussian_blur, to_float, to_uint8
+from clcae.world import procfaces
 from clcae.world.procfaces import ATTRIBUTES
 
 
@@ -53,6 +54,11 @@ def probe_accuracy(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> float:
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     clf.fit(x_tr, y_tr)
     return float(clf.score(x_te, y_te))
+
+
+def train_images(n: int, seed: int) -> torch.Tensor:
+    """n train-split renders (4 per person) as uint8 [n, 3, 64, 64]: the real side of the checks."""
+    return procfaces.render_split("train", (n + 3) // 4, 4, seed)[0][:n]
 
 
 def generator_quality(G, cnn, real_u8: torch.Tensor, n: int = 5000, seed: int = 0) -> dict:
@@ -90,7 +96,6 @@ def blur_reference(cnn, real_u8: torch.Tensor, sigmas: list[float], seed: int = 
 
 def main(argv=None):
     from clcae.nets.stylegan2 import load_generator
-    from clcae.world import procfaces
     from clcae.world.world_cnn import load_world_cnn
 
     ap = argparse.ArgumentParser(description="Generator quality through a world CNN, and the probe's "
@@ -102,7 +107,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     cnn = load_world_cnn(args.world_cnn)
-    real = procfaces.render_split("train", (args.n + 3) // 4, 4, args.seed)[0][:args.n]
+    real = train_images(args.n, args.seed)
     out = {}
     for path in args.generator:
         quality, _ = generator_quality(load_generator(path), cnn, real, n=args.n, seed=args.seed)

@@ -36,7 +36,7 @@ from clcae.io import save_image_grid, save_json, save_torch
 from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Discriminator, Generator, estimate_latent_avg, load_generator,
                                   rosinality_state_dict, save_generator)
 from clcae.world import procfaces
-from clcae.world.quality import generator_quality, sample_images
+from clcae.world.quality import generator_quality, sample_images, train_images
 from clcae.world.world_cnn import WorldCNN, WorldCNNConfig, feature_distance, load_world_cnn, train_world_cnn
 
 
@@ -366,10 +366,10 @@ def load_teachers(cfg: GeneratorTrainConfig, paths: list[str] | None, out: str, 
     return [load_world_cnn(path).to(device, memory_format=torch.channels_last) for path in paths], list(paths)
 
 
-def describe_teacher(path: str) -> dict:
-    """What the figures record of a teacher: its seed, blur augmentation and held-out metrics."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    cfg, metrics = blob.get("config", {}), blob.get("metrics", {})
+def describe_teacher(path: str, model: WorldCNN) -> dict:
+    """What the figures record of a teacher: its seed, blur augmentation and held-out metrics
+    (read from the checkpoint when :func:`load_world_cnn` loaded it)."""
+    cfg, metrics = model.checkpoint_config, model.checkpoint_metrics
     return {"path": str(path), "seed": cfg.get("seed"), "steps": cfg.get("steps"),
             "blur_prob": cfg.get("blur_prob", 0.0),  # checkpoints from before the field: none
             "test_split": metrics.get("test_split")}
@@ -447,14 +447,13 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
                "minutes_by_phase": {h["phase"]: h["minutes"] for h in history},  # wall time across resumes
                "device": str(device),
                "params": sum(p.numel() for p in st.G.parameters()),
-               "config": dataclasses.asdict(cfg), "teachers": [describe_teacher(p) for p in teacher_paths],
-               "sharp_teachers": [describe_teacher(p) for p in sharp_paths],
+               "config": dataclasses.asdict(cfg), "teachers": list(map(describe_teacher, teacher_paths, teacher_models)),
+               "sharp_teachers": list(map(describe_teacher, sharp_paths, sharp_models)),
                "history": history}
     save_image_grid(sample_images(G_ema, 64, cfg.seed), f"{out}.samples.png")
     if world_cnn:
-        real = procfaces.render_split("train", 1250, 4, cfg.seed)[0]
         judge = load_world_cnn(world_cnn).to(device)
-        quality, _ = generator_quality(G_ema, judge, real, n=5000, seed=cfg.seed)
+        quality, _ = generator_quality(G_ema, judge, train_images(5000, cfg.seed), n=5000, seed=cfg.seed)
         z_bias = torch.randn(2000, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
         cnns = {"judge": judge, **{f"teacher_{k}": t for k, t in enumerate(st.loss_fn.teachers)},
                 **{f"sharp_teacher_{k}": t for k, t in enumerate(st.loss_fn.sharp_teachers)}}

@@ -31,15 +31,19 @@ bench: $(STAMP)
 # losses, then GAN_MINUTES of adversarial training (0: none). Needs data/world/world_cnn.pt
 # (`dvc repro world`) for the quality figures. 2-core CPU: GEN_MINUTES=120 GEN_BATCH=32.
 # SHARP_TEACHERS=2: the perceptual term through two world CNNs trained without blur (README).
+# GEN_AMP=bf16: bfloat16 autocast forward passes; GEN_COMPILE=1: torch.compile the step's forward.
 GEN_MINUTES ?= 20
 SHARP_TEACHERS ?= 0
 GAN_MINUTES ?= 0
 GEN_BATCH ?= 256
+GEN_AMP ?= fp32
+GEN_COMPILE ?= 0
 GAN_STEPS = $(if $(filter 0,$(GAN_MINUTES)),0,1000000)
 world-generator: $(STAMP)
 	$(PY) -m clcae.world.train_generator --out assets/procfaces/generator.pt --steps 1000000 \
 		--max-minutes $(GEN_MINUTES) --gan-steps $(GAN_STEPS) --gan-minutes $(GAN_MINUTES) \
-		--batch-size $(GEN_BATCH) --sharp-teachers $(SHARP_TEACHERS) --world-cnn data/world/world_cnn.pt
+		--batch-size $(GEN_BATCH) --sharp-teachers $(SHARP_TEACHERS) --amp $(GEN_AMP) --compile $(GEN_COMPILE) \
+		--world-cnn data/world/world_cnn.pt
 
 clean-venv:
 	rm -rf $(VENV)

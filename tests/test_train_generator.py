@@ -264,3 +264,62 @@ def test_edge_term_pays_for_sharpness_not_for_brightness():
     expected = 3.0 * (high(soft) - high(target)).abs().mean().item()
     got = regression_loss(soft, target, mask, 0.0, edge_weight=3.0) - regression_loss(soft, target, mask, 0.0)
     assert got.item() == pytest.approx(expected, rel=1e-5) and expected > 0.01
+
+
+def test_bf16_autocast_step_matches_float32_to_bf16_precision():
+    """--amp bf16 runs G and the teachers in bfloat16: the loss and the gradient it gives G
+    must be float32's up to bf16 rounding (8-bit mantissa), not a different objective."""
+    from clcae.world.train_generator import GeneratorLoss, autocast, regression_batch
+    from clcae.world.world_cnn import WorldCNN
+
+    torch.manual_seed(0)
+    teacher = WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval().requires_grad_(False)
+    fp32 = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 1.0, "attribute_weight": 1.0, "n_teachers": 1})
+    bf16 = dataclasses.replace(fp32, amp="bf16")
+    G = build_generator(fp32)
+    z = torch.randn(8, 48)
+    batch = regression_batch(z, 32)
+    results = []
+    for cfg in (fp32, bf16):
+        G.zero_grad()
+        with autocast(cfg, z.device):
+            image = G(z, noise_mode="const")
+            loss, _ = GeneratorLoss(cfg, [teacher])(image.float(), batch)
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in G.parameters()])))
+    (loss32, grad32), (loss16, grad16) = results
+    assert not torch.equal(grad16, grad32)  # autocast did act
+    assert abs(loss16 - loss32) / loss32 < 0.02
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99
+
+
+def test_amp_value_is_checked_and_may_change_on_resume(tmp_path):
+    with pytest.raises(ValueError, match="amp='fp16'"):
+        GeneratorTrainConfig(**TINY, amp="fp16")
+    out = tmp_path / "g.pt"
+    train(GeneratorTrainConfig(**TINY), str(out), progress=False)
+    longer = train(GeneratorTrainConfig(**{**TINY, "steps": 8, "amp": "bf16"}), str(out), progress=False)
+    assert longer["steps"] == 8 and longer["config"]["amp"] == "bf16"
+
+
+def test_compiled_regression_forward_computes_the_eager_loss_and_gradient():
+    """--compile 1 fuses the step's forward; it must compute the same loss and gradient (the
+    noise weights start at zero, so the random noise inputs do not enter the loss at init; only
+    the noise weights' own gradients depend on the noise drawn)."""
+    from clcae.world.train_generator import TrainState, regression_batch
+
+    cfg = GeneratorTrainConfig(**{**TINY, "compile": True})
+    st = TrainState(cfg, torch.device("cpu"), None)
+    z = torch.randn(4, 48)
+    batch = regression_batch(z, 32)
+    results = []
+    for forward in (st.regression_forward, st.forward_loss):
+        st.G.zero_grad()
+        loss, logs = forward(z, batch)
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for name, p in st.G.named_parameters()
+                                                   if not name.endswith("noise.weight")])))
+    (compiled_loss, compiled_grad), (eager_loss, eager_grad) = results
+    assert st.regression_forward is not st.forward_loss
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-4, atol=1e-5)

@@ -78,9 +78,27 @@ class GeneratorTrainConfig:
     # sharpness, while the attribute term stays with the blur-robust teachers, which softness
     # cannot fool. 0: both terms through the blur-robust teachers
     sharp_teachers: int = 0
+    # "bf16": G's and the teachers' forward passes under bfloat16 autocast (losses, weights and
+    # optimiser stay float32); 1.4x faster steps on a CPU with AMX. "fp32": float32 throughout
+    amp: str = "fp32"
+    # torch.compile the regression step's forward (G and the losses): fuses the many small
+    # element-wise ops; 1.7x faster steps on the 2-core CPU (with bf16), after ~2 minutes of compiling
+    compile: bool = False
+
+    def __post_init__(self):
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp={self.amp!r}: expected one of {sorted(AMP_DTYPES)}")
 
 
-RESUMABLE_CHANGES = ("steps", "max_minutes", "gan_steps", "gan_minutes")  # a resumed run may train longer
+# a resumed run may train longer, or at another precision
+RESUMABLE_CHANGES = ("steps", "max_minutes", "gan_steps", "gan_minutes", "amp", "compile")
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(cfg: "GeneratorTrainConfig", device: torch.device):
+    """The forward-pass precision context of ``cfg.amp``."""
+    dtype = AMP_DTYPES[cfg.amp]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def renderer_latent(z: torch.Tensor) -> torch.Tensor:
@@ -227,6 +245,12 @@ class TrainState:
         self.history: list[dict] = []  # one row per log interval, kept across resumes
         self.data_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.cfg = cfg
+        self.regression_forward = torch.compile(self.forward_loss) if cfg.compile else self.forward_loss
+
+    def forward_loss(self, z: torch.Tensor, batch: RenderedBatch) -> tuple[torch.Tensor, dict]:
+        """G's image of z (random noise inputs) and its regression and teacher losses."""
+        with autocast(self.cfg, z.device):
+            return self.loss_fn(self.G(z, noise_mode="random").float(), batch)
 
     def start_adversarial(self) -> None:
         """Adversarial phase: G restarts from the EMA weights, with GAN Adam betas (0, 0.99)."""
@@ -299,7 +323,7 @@ def regression_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch, progr
     cfg = st.cfg
     for group in st.opt.param_groups:
         group["lr"] = cosine_lr(cfg, progress)
-    loss, logs = st.loss_fn(st.G(z, noise_mode="random"), batch)
+    loss, logs = st.regression_forward(z, batch)
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
     st.opt.step()
@@ -314,8 +338,10 @@ def adversarial_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch) -> d
     forward per step serves both updates.
     """
     cfg, G, D = st.cfg, st.G, st.D
-    fake, real = G(z, noise_mode="random"), batch.target
-    d_loss = adversarial_losses(D, fake.detach(), real)
+    real = batch.target
+    with autocast(cfg, z.device):  # R1 (a double backward) stays float32
+        fake = G(z, noise_mode="random").float()
+        d_loss = adversarial_losses(D, fake.detach(), real).float()
     st.opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
     st.opt_D.step()
@@ -327,8 +353,9 @@ def adversarial_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch) -> d
         st.opt_D.step()
         logs["r1"] = r1.detach()
     D.requires_grad_(False)
-    g_adv = F.softplus(-D(fake)).mean()
-    g_reg, reg_logs = st.loss_fn(fake, batch)
+    with autocast(cfg, z.device):
+        g_adv = F.softplus(-D(fake)).float().mean()
+        g_reg, reg_logs = st.loss_fn(fake, batch)
     loss = g_adv + cfg.gan_reg_weight * g_reg
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -479,8 +506,9 @@ def main(argv=None):
     ap.add_argument("--world-cnn", default=None, help="world CNN checkpoint (data/world/world_cnn.pt) for the "
                                                       "quality figures")
     for f in dataclasses.fields(GeneratorTrainConfig):
-        if f.type in ("int", "float"):
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float}[f.type], default=None)
+        types = {"int": int, "float": float, "str": str, "bool": lambda s: bool(int(s))}  # bool: 0 or 1
+        if f.type in types:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=types[f.type], default=None)
     args = ap.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(GeneratorTrainConfig)
                  if getattr(args, f.name, None) is not None}

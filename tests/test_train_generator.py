@@ -323,3 +323,16 @@ def test_compiled_regression_forward_computes_the_eager_loss_and_gradient():
     assert st.regression_forward is not st.forward_loss
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_ema_update_is_the_weighted_mean_of_each_parameter():
+    from clcae.world.train_generator import TrainState
+
+    st = TrainState(GeneratorTrainConfig(**TINY), torch.device("cpu"), None)
+    with torch.no_grad():
+        for p in st.G.parameters():
+            p.add_(torch.randn_like(p))
+    before = [p.clone() for p in st.G_ema.parameters()]
+    st.update_ema(0.9)
+    for old, new, target in zip(before, st.G_ema.parameters(), st.G.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * target)

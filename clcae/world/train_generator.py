@@ -293,8 +293,8 @@ class TrainState:
 
     @torch.no_grad()
     def update_ema(self, beta: float) -> None:
-        for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            pe.lerp_(p, 1 - beta)
+        """G_ema <- beta * G_ema + (1 - beta) * G, as one multi-tensor op (not a launch per tensor)."""
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - beta)
 
 
 def finite_logs(logs: dict, phase: str, step: int) -> dict:

@@ -29,7 +29,8 @@ bench: $(STAMP)
 # Retrain the procfaces world's generator from scratch (seeded): trains the two teacher world
 # CNNs (seeds 1 and 2, ~3 CPU minutes each), then GEN_MINUTES of regression with the teacher
 # losses, then GAN_MINUTES of adversarial training (0: none). Needs data/world/world_cnn.pt
-# (`dvc repro world`) for the quality figures. 2-core CPU: GEN_MINUTES=120 GEN_BATCH=32.
+# (`dvc repro world`) for the quality figures. 2-core CPU: GEN_MINUTES=100 GEN_BATCH=32
+# GEN_AMP=bf16 GEN_COMPILE=1 (2 hours with the teachers).
 # SHARP_TEACHERS=2: the perceptual term through two world CNNs trained without blur (README).
 # GEN_AMP=bf16: bfloat16 autocast forward passes; GEN_COMPILE=1: torch.compile the step's forward.
 GEN_MINUTES ?= 20

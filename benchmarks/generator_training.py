@@ -1,13 +1,17 @@
 """World generator training step: step time, images/s and peak memory, with the teacher losses.
 
-Compares the step as `make world-generator` runs it (one channels_last pass of G's image per
-teacher serves both teacher terms; host sync once per log interval) with the earlier way
-(``perceptual_distance`` and ``attributes`` as separate NCHW passes, a sync per step). The
-teachers are randomly initialised world CNNs: speed does not depend on their weights.
+Compares the step as `make world-generator` runs it by default (float32; one channels_last pass
+of G's image per teacher serves both teacher terms; host sync once per log interval) with the
+earlier way (``perceptual_distance`` and ``attributes`` as separate NCHW passes, a sync per
+step) and with the speed options: ``--amp bf16`` (bfloat16 autocast forward passes) and
+``--compile 1`` (torch.compile of the forward; its compile time is printed apart). The teachers
+are randomly initialised world CNNs: speed does not depend on their weights.
 
-Run: ``python benchmarks/generator_training.py [--device cuda] [--batch 32] [--steps 10]``.
+Run: ``python benchmarks/generator_training.py [--device cuda] [--batch 32] [--steps 10]
+[--sharp-teachers 2]``.
 """
 import argparse
+import dataclasses
 import platform
 import resource
 import time
@@ -32,23 +36,25 @@ class SeparatePassesLoss(GeneratorLoss):
         return loss, {"loss": loss.item(), "perceptual": perceptual.item(), "attribute": attribute.item()}
 
 
-def time_steps(st: TrainState, batch_size: int, steps: int, device: torch.device) -> float:
-    """Seconds per regression step (render + G + teachers + Adam + EMA), after one warm-up."""
+def time_steps(st: TrainState, batch_size: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """(seconds of the first step, which compiles; seconds per regression step after it):
+    render + G + teachers + Adam + EMA."""
     g = torch.Generator().manual_seed(0)
 
     def one():
         z = torch.randn(batch_size, st.cfg.style_dim, generator=g).to(device)
         regression_step(st, z, regression_batch(z, st.cfg.size), 0.5)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
+    start = time.perf_counter()
     one()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    first = time.perf_counter() - start
+    one()  # compiled code may specialise once more
     start = time.perf_counter()
     for _ in range(steps):
         one()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return first, (time.perf_counter() - start) / steps
 
 
 def main():
@@ -56,27 +62,38 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--sharp-teachers", type=int, default=0)
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    cfg = GeneratorTrainConfig(batch_size=args.batch)
+    base = GeneratorTrainConfig(batch_size=args.batch, sharp_teachers=args.sharp_teachers)
     torch.manual_seed(0)
-    teachers = [WorldCNN().eval().requires_grad_(False) for _ in range(cfg.n_teachers)]
+    teachers = [WorldCNN().eval().requires_grad_(False) for _ in range(base.n_teachers + base.sharp_teachers)]
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {device}, batch {args.batch}, {cfg.n_teachers} teachers")
+          f"torch {torch.__version__}, device {device}, batch {args.batch}, {base.n_teachers} teachers"
+          f" + {base.sharp_teachers} sharp")
     rows = {}
-    for name, layout, loss_cls in (("as trained", torch.channels_last, GeneratorLoss),
-                                   ("separate passes", torch.contiguous_format, SeparatePassesLoss)):
-        st = TrainState(cfg, device, None, [t.to(device, memory_format=layout) for t in teachers])
-        st.loss_fn = loss_cls(cfg, st.loss_fn.teachers)
+    for name, loss_cls, layout, options in (
+            ("separate passes", SeparatePassesLoss, torch.contiguous_format, {}),
+            ("as trained", GeneratorLoss, torch.channels_last, {}),
+            ("--amp bf16", GeneratorLoss, torch.channels_last, {"amp": "bf16"}),
+            ("bf16 + compile", GeneratorLoss, torch.channels_last, {"amp": "bf16", "compile": True})):
+        if loss_cls is SeparatePassesLoss and base.sharp_teachers:
+            continue  # the earlier way had no sharp teachers
+        cfg = dataclasses.replace(base, **options)
+        models = [t.to(device, memory_format=layout) for t in teachers]
+        st = TrainState(cfg, device, None, models[:cfg.n_teachers], models[cfg.n_teachers:])
+        st.loss_fn = loss_cls(cfg, st.loss_fn.teachers, st.loss_fn.sharp_teachers)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        rows[name] = time_steps(st, args.batch, args.steps, device)
+        first, rows[name] = time_steps(st, args.batch, args.steps, device)
         mem = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print(f"{name:16s} {rows[name] * 1000:8.1f} ms/step | {args.batch / rows[name]:8.1f} img/s | "
-              f"peak {'GPU' if device.type == 'cuda' else 'RSS (process, so far)'} {mem:.0f} MiB")
-    print(f"speed-up x{rows['separate passes'] / rows['as trained']:.2f}")
+              f"first step {first:6.1f} s | peak {'GPU' if device.type == 'cuda' else 'RSS (process, so far)'} "
+              f"{mem:.0f} MiB")
+    print("speed-up over 'as trained': " + ", ".join(f"{name} x{rows['as trained'] / t:.2f}"
+                                                     for name, t in rows.items() if name != "as trained"))
 
 
 if __name__ == "__main__":

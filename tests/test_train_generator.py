@@ -269,24 +269,21 @@ def test_edge_term_pays_for_sharpness_not_for_brightness():
 def test_bf16_autocast_step_matches_float32_to_bf16_precision():
     """--amp bf16 runs G and the teachers in bfloat16: the loss and the gradient it gives G
     must be float32's up to bf16 rounding (8-bit mantissa), not a different objective."""
-    from clcae.world.train_generator import GeneratorLoss, autocast, regression_batch
+    from clcae.world.train_generator import TrainState, regression_batch
     from clcae.world.world_cnn import WorldCNN
 
     torch.manual_seed(0)
     teacher = WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval().requires_grad_(False)
     fp32 = GeneratorTrainConfig(**{**TINY, "perceptual_weight": 1.0, "attribute_weight": 1.0, "n_teachers": 1})
-    bf16 = dataclasses.replace(fp32, amp="bf16")
-    G = build_generator(fp32)
     z = torch.randn(8, 48)
     batch = regression_batch(z, 32)
     results = []
-    for cfg in (fp32, bf16):
-        G.zero_grad()
-        with autocast(cfg, z.device):
-            image = G(z, noise_mode="const")
-            loss, _ = GeneratorLoss(cfg, [teacher])(image.float(), batch)
+    for cfg in (fp32, dataclasses.replace(fp32, amp="bf16")):
+        st = TrainState(cfg, torch.device("cpu"), None, [teacher])  # the same G: seeded by cfg.seed
+        loss, _ = st.forward_loss(z, batch)  # noise weights start at zero: the noise drawn does not enter
         loss.backward()
-        results.append((loss.detach(), torch.cat([p.grad.flatten() for p in G.parameters()])))
+        results.append((loss.detach(), torch.cat([p.grad.flatten() for name, p in st.G.named_parameters()
+                                                   if not name.endswith("noise.weight")])))
     (loss32, grad32), (loss16, grad16) = results
     assert not torch.equal(grad16, grad32)  # autocast did act
     assert abs(loss16 - loss32) / loss32 < 0.02

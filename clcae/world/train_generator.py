@@ -79,10 +79,11 @@ class GeneratorTrainConfig:
     # cannot fool. 0: both terms through the blur-robust teachers
     sharp_teachers: int = 0
     # "bf16": G's and the teachers' forward passes under bfloat16 autocast (losses, weights and
-    # optimiser stay float32); 1.4x faster steps on a CPU with AMX. "fp32": float32 throughout
+    # optimiser stay float32); x1.3 faster steps on the 2-core CPU (AMX). "fp32": float32 throughout
     amp: str = "fp32"
     # torch.compile the regression step's forward (G and the losses): fuses the many small
-    # element-wise ops; 1.7x faster steps on the 2-core CPU (with bf16), after ~2 minutes of compiling
+    # element-wise ops; with bf16, x2.5 on the 2-core CPU, after one to two minutes of compiling
+    # (figures: benchmarks/generator_training.py)
     compile: bool = False
 
     def __post_init__(self):
@@ -505,8 +506,8 @@ def main(argv=None):
                          "(default: trained without blur augmentation into <out>.sharp-teacher-seed<seed>.pt)")
     ap.add_argument("--world-cnn", default=None, help="world CNN checkpoint (data/world/world_cnn.pt) for the "
                                                       "quality figures")
+    types = {"int": int, "float": float, "str": str, "bool": lambda s: bool(int(s))}  # bool: 0 or 1
     for f in dataclasses.fields(GeneratorTrainConfig):
-        types = {"int": int, "float": float, "str": str, "bool": lambda s: bool(int(s))}  # bool: 0 or 1
         if f.type in types:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=types[f.type], default=None)
     args = ap.parse_args(argv)

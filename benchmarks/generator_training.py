@@ -4,7 +4,8 @@ Compares the step as `make world-generator` runs it by default (float32; one cha
 of G's image per teacher serves both teacher terms; host sync once per log interval) with the
 earlier way (``perceptual_distance`` and ``attributes`` as separate NCHW passes, a sync per
 step) and with the speed options: ``--amp bf16`` (bfloat16 autocast forward passes) and
-``--compile 1`` (torch.compile of the forward; its compile time is printed apart). The teachers
+``--compile 1`` (torch.compile of the renderer and the forward; its compile time is printed
+apart). The render of the targets is timed alone too: it is part of every step. The teachers
 are randomly initialised world CNNs: speed does not depend on their weights.
 
 Run: ``python benchmarks/generator_training.py [--device cuda] [--batch 32] [--steps 10]
@@ -18,8 +19,8 @@ import time
 
 import torch
 
-from clcae.world.train_generator import (GeneratorLoss, GeneratorTrainConfig, TrainState, regression_batch,
-                                          regression_loss, regression_step)
+from clcae.world.train_generator import (GeneratorLoss, GeneratorTrainConfig, TrainState, regression_loss,
+                                          regression_step)
 from clcae.world.world_cnn import WorldCNN, perceptual_distance
 
 
@@ -36,16 +37,16 @@ class SeparatePassesLoss(GeneratorLoss):
         return loss, {"loss": loss.item(), "perceptual": perceptual.item(), "attribute": attribute.item()}
 
 
-def time_steps(st: TrainState, batch_size: int, steps: int, device: torch.device) -> tuple[float, float]:
-    """(seconds of the first step, which compiles; seconds per regression step after it):
-    render + G + teachers + Adam + EMA."""
+def time_steps(st: TrainState, batch_size: int, steps: int, device: torch.device) -> tuple[float, float, float]:
+    """(seconds of the first step, which compiles; seconds per regression step after it:
+    render + G + teachers + Adam + EMA; seconds per render of the targets alone)."""
     g = torch.Generator().manual_seed(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def one():
         z = torch.randn(batch_size, st.cfg.style_dim, generator=g).to(device)
-        regression_step(st, z, regression_batch(z, st.cfg.size), 0.5)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        regression_step(st, z, st.render(z, st.cfg.size), 0.5)
+        sync()
 
     start = time.perf_counter()
     one()
@@ -54,7 +55,14 @@ def time_steps(st: TrainState, batch_size: int, steps: int, device: torch.device
     start = time.perf_counter()
     for _ in range(steps):
         one()
-    return first, (time.perf_counter() - start) / steps
+    step = (time.perf_counter() - start) / steps
+    z = torch.randn(batch_size, st.cfg.style_dim, generator=g).to(device)
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        st.render(z, st.cfg.size)
+    sync()
+    return first, step, (time.perf_counter() - start) / steps
 
 
 def main():
@@ -86,11 +94,11 @@ def main():
         st.loss_fn = loss_cls(cfg, st.loss_fn.teachers, st.loss_fn.sharp_teachers)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        first, rows[name] = time_steps(st, args.batch, args.steps, device)
+        first, rows[name], render = time_steps(st, args.batch, args.steps, device)
         mem = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print(f"{name:16s} {rows[name] * 1000:8.1f} ms/step | {args.batch / rows[name]:8.1f} img/s | "
-              f"first step {first:6.1f} s | peak {'GPU' if device.type == 'cuda' else 'RSS (process, so far)'} "
+              f"render {render * 1000:6.1f} ms | first step {first:6.1f} s | peak {'GPU' if device.type == 'cuda' else 'RSS (process, so far)'} "
               f"{mem:.0f} MiB")
     print("speed-up over 'as trained': " + ", ".join(f"{name} x{rows['as trained'] / t:.2f}"
                                                      for name, t in rows.items() if name != "as trained"))

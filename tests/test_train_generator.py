@@ -322,6 +322,19 @@ def test_compiled_regression_forward_computes_the_eager_loss_and_gradient():
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-4, atol=1e-5)
 
 
+def test_compiled_renderer_gives_the_eager_targets_masks_and_labels():
+    """--compile 1 also fuses the renderer of the regression targets: same batch, to float rounding."""
+    from clcae.world.train_generator import TrainState, regression_batch
+
+    st = TrainState(GeneratorTrainConfig(**{**TINY, "compile": True}), torch.device("cpu"), None)
+    assert st.render is not regression_batch
+    z = torch.randn(6, 48)
+    compiled, eager = st.render(z, 32), regression_batch(z, 32)
+    for name, a, b in zip(eager._fields, compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    assert eager.target.std() > 0.1  # faces, not a blank batch
+
+
 def test_ema_update_is_the_weighted_mean_of_each_parameter():
     from clcae.world.train_generator import TrainState
 

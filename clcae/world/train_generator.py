@@ -248,9 +248,6 @@ class TrainState:
         self.cfg = cfg
         self.render, self.regression_forward = regression_batch, self.forward_loss
         if cfg.compile:
-            # a backend that cannot compile (no C compiler, an old Triton) warns and runs eagerly
-            # instead of ending a run that the compile was only meant to speed up
-            torch._dynamo.config.suppress_errors = True
             # the renderer is hundreds of small element-wise ops: fused, it costs a fraction. On a
             # GPU the step is launch-bound (thousands of small kernels), so the forward also
             # replays as CUDA graphs ("reduce-overhead"); the CPU has no graphs to replay
@@ -428,6 +425,11 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     """
     device = torch.device(device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if cfg.compile:
+        # a backend that cannot compile (no C compiler, an old Triton) warns and runs eagerly
+        # instead of ending a run that the compile was only meant to speed up (set here, not in
+        # TrainState, so that the tests of the compiled functions see compile errors)
+        torch._dynamo.config.suppress_errors = True
     teacher_models, teacher_paths = load_teachers(cfg, teachers, out, device, progress)
     sharp_models, sharp_paths = load_teachers(cfg, sharp_teachers, out, device, progress, sharp=True)
     st = TrainState(cfg, device, init, teacher_models, sharp_models)

@@ -322,6 +322,35 @@ def test_compiled_regression_forward_computes_the_eager_loss_and_gradient():
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (CI has none)")
+def test_compiled_step_replayed_as_cuda_graphs_computes_the_eager_loss_and_gradient(monkeypatch):
+    """On a GPU --compile 1 replays the forward and backward as CUDA graphs: the third call (after
+    warm-up and recording) must still give the eager loss and gradient, and the compiled renderer
+    the eager batch."""
+    from clcae.world.train_generator import TrainState, regression_batch
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare float32 with float32
+    device = torch.device("cuda")
+    st = TrainState(GeneratorTrainConfig(**{**TINY, "compile": True}), device, None)
+    z = torch.randn(4, 48, device=device)
+    batch = regression_batch(z, 32)
+    for name, a, b in zip(batch._fields, st.render(z, 32), batch):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+    def loss_and_grad(forward):
+        st.G.zero_grad()
+        loss, _ = forward(z, batch)
+        loss.backward()
+        return loss.detach().clone(), torch.cat([p.grad.flatten() for name, p in st.G.named_parameters()
+                                                 if not name.endswith("noise.weight")])
+
+    for _ in range(3):
+        compiled_loss, compiled_grad = loss_and_grad(st.regression_forward)
+    eager_loss, eager_grad = loss_and_grad(st.forward_loss)
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-3, atol=1e-4)
+
+
 def test_compiled_renderer_gives_the_eager_targets_masks_and_labels():
     """--compile 1 also fuses the renderer of the regression targets: same batch, to float rounding."""
     from clcae.world.train_generator import TrainState, regression_batch

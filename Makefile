@@ -29,16 +29,17 @@ bench: $(STAMP)
 # Retrain the procfaces world's generator from scratch (seeded): trains the two teacher world
 # CNNs (seeds 1 and 2, ~3 CPU minutes each), then GEN_MINUTES of regression with the teacher
 # losses, then GAN_MINUTES of adversarial training (0: none). Needs data/world/world_cnn.pt
-# (`dvc repro world`) for the quality figures. 2-core CPU: GEN_MINUTES=100 GEN_BATCH=32
-# GEN_AMP=bf16 GEN_COMPILE=1 (2 hours with the teachers).
+# (`dvc repro world`) for the quality figures. The defaults are the committed generator's recipe
+# on the 2-core CPU (under 2 hours with the teachers); on a GPU try GEN_BATCH=256 (README).
 # SHARP_TEACHERS=2: the perceptual term through two world CNNs trained without blur (README).
-# GEN_AMP=bf16: bfloat16 autocast forward passes; GEN_COMPILE=1: torch.compile the step's forward.
-GEN_MINUTES ?= 20
+# GEN_AMP=bf16: bfloat16 autocast forward passes; GEN_COMPILE=1: torch.compile the renderer and
+# the step's forward.
+GEN_MINUTES ?= 110
 SHARP_TEACHERS ?= 0
 GAN_MINUTES ?= 0
-GEN_BATCH ?= 256
-GEN_AMP ?= fp32
-GEN_COMPILE ?= 0
+GEN_BATCH ?= 32
+GEN_AMP ?= bf16
+GEN_COMPILE ?= 1
 GAN_STEPS = $(if $(filter 0,$(GAN_MINUTES)),0,1000000)
 world-generator: $(STAMP)
 	$(PY) -m clcae.world.train_generator --out assets/procfaces/generator.pt --steps 1000000 \

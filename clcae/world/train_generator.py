@@ -12,8 +12,9 @@ lips) towards the mean, so a second phase trains G against a StyleGAN2 discrimin
 (non-saturating loss, lazy R1, EMA of G), keeping a weighted regression term that anchors
 each z to its render (no mode collapse, and z keeps meaning u).
 
-Run: ``python -m clcae.world.train_generator --out assets/procfaces/generator.pt`` (seeded;
-resumes from ``<out>.state.pt``, in either phase; ``--device cuda`` takes minutes on a GPU).
+Run: ``make world-generator`` (the committed generator's flags: 110 minutes of regression on the
+2-core CPU, no adversarial phase) or ``python -m clcae.world.train_generator --out
+assets/procfaces/generator.pt ...`` (seeded; resumes from ``<out>.state.pt``, in either phase).
 """
 from __future__ import annotations
 

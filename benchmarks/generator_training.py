@@ -1,12 +1,13 @@
 """World generator training step: step time, images/s and peak memory, with the teacher losses.
 
-Compares the step as `make world-generator` runs it by default (float32; one channels_last pass
-of G's image per teacher serves both teacher terms; host sync once per log interval) with the
-earlier way (``perceptual_distance`` and ``attributes`` as separate NCHW passes, a sync per
-step) and with the speed options: ``--amp bf16`` (bfloat16 autocast forward passes) and
-``--compile 1`` (torch.compile of the renderer and the forward; its compile time is printed
-apart). The render of the targets is timed alone too: it is part of every step. The teachers
-are randomly initialised world CNNs: speed does not depend on their weights.
+Compares the float32 eager step ("as trained": one channels_last pass of G's image per teacher
+serves both teacher terms; host sync once per log interval) with the earlier way
+(``perceptual_distance`` and ``attributes`` as separate NCHW passes, a sync per step) and with
+the speed options: ``--amp bf16`` (bfloat16 autocast forward passes) and ``--compile 1``
+(torch.compile of the renderer and the forward; its compile time is printed apart). `make
+world-generator` runs bf16 + compile by default. The render of the targets is timed alone too:
+it is part of every step. The teachers are randomly initialised world CNNs: speed does not
+depend on their weights.
 
 Run: ``python benchmarks/generator_training.py [--device cuda] [--batch 32] [--steps 10]
 [--sharp-teachers 2]``.

@@ -14,6 +14,23 @@ TINY = dict(size=32, style_dim=48, n_mlp=2, channels={4: 16, 8: 16, 16: 16, 32: 
             perceptual_weight=0.0, attribute_weight=0.0)  # no teacher CNN to train
 
 
+def loss_and_gradient(st, forward, z, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward (st.forward_loss or a compiled one) and backward from zeroed gradients: the loss
+    and G's gradient, less the noise weights' own (they depend on the noise drawn; the noise weights
+    start at zero, so the noise does not enter the loss at init)."""
+    st.G.zero_grad()
+    loss, _ = forward(z, batch)
+    loss.backward()
+    return loss.detach().clone(), torch.cat([p.grad.flatten() for name, p in st.G.named_parameters()
+                                             if not name.endswith("noise.weight")])
+
+
+def assert_same_batch(actual, expected) -> None:
+    """Two RenderedBatch (targets, masks, labels) equal to float rounding, naming the field that is not."""
+    for name, a, b in zip(expected._fields, actual, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
 def test_renderer_latent_is_pixelnormed_prefix():
     z = torch.randn(5, 48)
     u = renderer_latent(z)
@@ -280,10 +297,7 @@ def test_bf16_autocast_step_matches_float32_to_bf16_precision():
     results = []
     for cfg in (fp32, dataclasses.replace(fp32, amp="bf16")):
         st = TrainState(cfg, torch.device("cpu"), None, [teacher])  # the same G: seeded by cfg.seed
-        loss, _ = st.forward_loss(z, batch)  # noise weights start at zero: the noise drawn does not enter
-        loss.backward()
-        results.append((loss.detach(), torch.cat([p.grad.flatten() for name, p in st.G.named_parameters()
-                                                   if not name.endswith("noise.weight")])))
+        results.append(loss_and_gradient(st, st.forward_loss, z, batch))
     (loss32, grad32), (loss16, grad16) = results
     assert not torch.equal(grad16, grad32)  # autocast did act
     assert abs(loss16 - loss32) / loss32 < 0.02
@@ -309,14 +323,8 @@ def test_compiled_regression_forward_computes_the_eager_loss_and_gradient():
     st = TrainState(cfg, torch.device("cpu"), None)
     z = torch.randn(4, 48)
     batch = regression_batch(z, 32)
-    results = []
-    for forward in (st.regression_forward, st.forward_loss):
-        st.G.zero_grad()
-        loss, logs = forward(z, batch)
-        loss.backward()
-        results.append((loss.detach(), torch.cat([p.grad.flatten() for name, p in st.G.named_parameters()
-                                                   if not name.endswith("noise.weight")])))
-    (compiled_loss, compiled_grad), (eager_loss, eager_grad) = results
+    compiled_loss, compiled_grad = loss_and_gradient(st, st.regression_forward, z, batch)
+    eager_loss, eager_grad = loss_and_gradient(st, st.forward_loss, z, batch)
     assert st.regression_forward is not st.forward_loss
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-4, atol=1e-5)
@@ -334,19 +342,10 @@ def test_compiled_step_replayed_as_cuda_graphs_computes_the_eager_loss_and_gradi
     st = TrainState(GeneratorTrainConfig(**{**TINY, "compile": True}), device, None)
     z = torch.randn(4, 48, device=device)
     batch = regression_batch(z, 32)
-    for name, a, b in zip(batch._fields, st.render(z, 32), batch):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
-
-    def loss_and_grad(forward):
-        st.G.zero_grad()
-        loss, _ = forward(z, batch)
-        loss.backward()
-        return loss.detach().clone(), torch.cat([p.grad.flatten() for name, p in st.G.named_parameters()
-                                                 if not name.endswith("noise.weight")])
-
+    assert_same_batch(st.render(z, 32), batch)
     for _ in range(3):
-        compiled_loss, compiled_grad = loss_and_grad(st.regression_forward)
-    eager_loss, eager_grad = loss_and_grad(st.forward_loss)
+        compiled_loss, compiled_grad = loss_and_gradient(st, st.regression_forward, z, batch)
+    eager_loss, eager_grad = loss_and_gradient(st, st.forward_loss, z, batch)
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-3, atol=1e-4)
 
@@ -358,9 +357,8 @@ def test_compiled_renderer_gives_the_eager_targets_masks_and_labels():
     st = TrainState(GeneratorTrainConfig(**{**TINY, "compile": True}), torch.device("cpu"), None)
     assert st.render is not regression_batch
     z = torch.randn(6, 48)
-    compiled, eager = st.render(z, 32), regression_batch(z, 32)
-    for name, a, b in zip(eager._fields, compiled, eager):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    eager = regression_batch(z, 32)
+    assert_same_batch(st.render(z, 32), eager)
     assert eager.target.std() > 0.1  # faces, not a blank batch
 
 

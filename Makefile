@@ -42,7 +42,7 @@ GEN_AMP ?= bf16
 GEN_COMPILE ?= 1
 GAN_STEPS = $(if $(filter 0,$(GAN_MINUTES)),0,1000000)
 world-generator: $(STAMP)
-	$(PY) -m clcae.world.train_generator --out assets/procfaces/generator.pt --steps 1000000 \
+	$(PY) -m clcae.worlds.procfaces.train_generator --out assets/procfaces/generator.pt --steps 1000000 \
 		--max-minutes $(GEN_MINUTES) --gan-steps $(GAN_STEPS) --gan-minutes $(GAN_MINUTES) \
 		--batch-size $(GEN_BATCH) --sharp-teachers $(SHARP_TEACHERS) --amp $(GEN_AMP) --compile $(GEN_COMPILE) \
 		--world-cnn data/world/world_cnn.pt

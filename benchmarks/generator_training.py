@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from clcae.world.train_generator import (GeneratorLoss, GeneratorTrainConfig, TrainState, regression_loss,
+from clcae.worlds.procfaces.train_generator import (GeneratorLoss, GeneratorTrainConfig, TrainState, regression_loss,
                                           regression_step)
-from clcae.world.world_cnn import WorldCNN, perceptual_distance
+from clcae.worlds.procfaces.world_cnn import WorldCNN, perceptual_distance
 
 
 class SeparatePassesLoss(GeneratorLoss):

@@ -16,7 +16,7 @@ import torch
 
 from clcae.images import to_uint8
 
-from clcae.world import procfaces as pf
+from clcae.worlds.procfaces import procfaces as pf
 
 
 def bench(split: str, n: int, batch: int) -> None:

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import yaml
 
-from clcae.world.world_cnn import WorldCNNConfig
 
 
 class ConfigError(ValueError):
@@ -137,6 +136,35 @@ class SharedConfig:
 
 
 @dataclass
+class WorldCNNParams:
+    """The world CNN's training recipe (world.world_cnn); its seed is shared.seed."""
+    n_people: int = param(2000, ge=2, help="training identities (ProcFaces train split)")
+    per_person: int = param(8, ge=2)
+    steps: int = param(1000, ge=1)
+    batch_size: int = param(64, ge=2)
+    lr: float = param(3e-3, gt=0)
+    weight_decay: float = param(1e-4, ge=0)
+    warmup_frac: float = param(0.05, ge=0, lt=1)
+    detail_prob: float = param(0.5, ge=0, le=1, help="share of training images with test-split details")
+    blur_prob: float = param(0.5, ge=0, le=1, help="share of training images blurred")
+    blur_sigma: float = param(1.0, ge=0)
+    widths: list[int] = param(default_factory=lambda: [16, 32, 64, 128, 192], help="stem + 4 stages")
+    emb_dim: int = param(128, ge=1)
+    margin: float = param(0.25, ge=0, help="CosFace additive cosine margin")
+    scale: float = param(16.0, gt=0, help="CosFace logit scale")
+    attr_weight: float = param(10.0, ge=0)
+    trait_weight: float = param(0.5, ge=0)
+    eval_people: int = param(200, ge=2)
+    eval_per_person: int = param(4, ge=2, help="verification needs pairs of one person")
+    render_batch: int = param(500, ge=1)
+    log_every: int = param(100, ge=1)
+
+    def check(self, where: str) -> None:
+        if len(self.widths) != 5 or min(self.widths) < 1:
+            raise ConfigError(f"{where}.widths: needs 5 positive entries (stem + 4 stages), got {self.widths}")
+
+
+@dataclass
 class WorldConfig:
     """The procfaces world: data splits, world CNN, generator check (stage `world`)."""
     size: int = param(64, ge=16)
@@ -148,7 +176,7 @@ class WorldConfig:
     quality_samples: int = param(5000, ge=100, help="generator samples scored against train images")
     out_dir: str = "data/world"
     report_dir: str = "reports/world"
-    world_cnn: WorldCNNConfig = field(default_factory=WorldCNNConfig)
+    world_cnn: WorldCNNParams = field(default_factory=WorldCNNParams)
 
 
 @dataclass
@@ -220,17 +248,6 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         return build(Params, data)
     except ConfigError as e:
         raise ConfigError(f"{os.fspath(path)}: {e}") from None
-
-
-def resolve_device(shared: SharedConfig):
-    """'auto' -> this rank's GPU when CUDA is available, else cpu; 'cuda' without one is an error."""
-    import torch
-
-    from clcae.distributed import resolve_device as rank_device
-
-    if shared.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("shared.device: 'cuda' requested but no CUDA device is available")
-    return rank_device(shared.device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def stage_main(run, argv=None) -> None:

@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
+from clcae.config import ConfigError
+
 
 class DistInfo(NamedTuple):
     rank: int
@@ -38,7 +40,9 @@ def is_main_process() -> bool:
 
 
 def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' -> this rank's GPU when CUDA is available, else the CPU."""
+    """'auto' -> this rank's GPU when CUDA is available, else the CPU; 'cuda' without one is an error."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"shared.device: {str(device)!r} requested but no CUDA device is available")
     if str(device) == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(device)
@@ -65,6 +69,11 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = 180
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
                                 timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(get_rank(), get_world_size(), local_rank, device)
+
+
+def stage_device(shared) -> torch.device:
+    """The device of a stage from ``params.shared.device`` and this process's LOCAL_RANK."""
+    return resolve_device(shared.device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def cleanup_distributed() -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from clcae.io import save_json, save_torch
-from clcae.world.procfaces import derive_seed
+from clcae.seeding import derive_seed
 from clcae.images import to_uint8
 
 
@@ -140,11 +140,11 @@ def run(params) -> dict:
     """Stage entry: params.shared + params.synthesize -> data/pairs, reports/synthesize/metrics.json."""
     import time
 
-    from clcae.config import resolve_device
+    from clcae.distributed import stage_device
     from clcae.nets.stylegan2 import load_generator
 
     cfg = params.synthesize
-    device = resolve_device(params.shared)
+    device = stage_device(params.shared)
     G = load_generator(params.shared.generator, device=device)
     spec = PairSpec(generator=params.shared.generator, n_pairs=cfg.n_pairs, shard_size=cfg.shard_size,
                     truncation=cfg.truncation, noise_mode=cfg.noise_mode,

@@ -1,6 +1,6 @@
-"""DVC stage `world`: ProcFaces splits, world CNN, generator check -> clcae/world/stage.py."""
+"""DVC stage `world`: ProcFaces splits, world CNN, generator check -> clcae/worlds/procfaces/stage.py."""
 from clcae.config import stage_main
-from clcae.world.stage import run
+from clcae.worlds.procfaces.stage import run
 
 if __name__ == "__main__":
     stage_main(run)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clcae.world import procfaces as pf
+from clcae.worlds.procfaces import procfaces as pf
 
 
 @pytest.fixture(scope="module")

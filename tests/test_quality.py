@@ -3,8 +3,8 @@ calibration."""
 import numpy as np
 import torch
 
-from clcae.world import procfaces
-from clcae.world.quality import blur_reference, probe_accuracy
+from clcae.worlds.procfaces import procfaces
+from clcae.worlds.procfaces.quality import blur_reference, probe_accuracy
 
 
 def test_probe_accuracy_is_chance_on_one_distribution_and_bayes_on_a_shift():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from clcae.nets.stylegan2 import load_generator
-from clcae.world import procfaces
-from clcae.world.train_generator import (GeneratorTrainConfig, build_generator, init_from_checkpoint,
+from clcae.worlds.procfaces import procfaces
+from clcae.worlds.procfaces.train_generator import (GeneratorTrainConfig, build_generator, init_from_checkpoint,
                                          renderer_latent, train)
 
 TINY = dict(size=32, style_dim=48, n_mlp=2, channels={4: 16, 8: 16, 16: 16, 32: 8}, batch_size=4, steps=6,
@@ -51,7 +51,7 @@ def test_tiny_training_writes_loadable_generator_and_resumes(tmp_path):
 
 
 def test_a_non_finite_loss_stops_before_the_state_is_saved(tmp_path, monkeypatch):
-    import clcae.world.train_generator as tg
+    import clcae.worlds.procfaces.train_generator as tg
 
     pixel_loss = tg.regression_loss
     monkeypatch.setattr(tg, "regression_loss", lambda *args: pixel_loss(*args) * float("nan"))
@@ -75,7 +75,7 @@ def test_fine_tune_init_preserves_the_loaded_function(tmp_path):
 
 def test_regression_loss_falls():
     torch.manual_seed(0)
-    from clcae.world.train_generator import regression_batch, regression_loss
+    from clcae.worlds.procfaces.train_generator import regression_batch, regression_loss
 
     cfg = GeneratorTrainConfig(**TINY)
     G = build_generator(cfg)
@@ -93,7 +93,7 @@ def test_regression_loss_falls():
 
 
 def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm():
-    from clcae.world.train_generator import r1_penalty
+    from clcae.worlds.procfaces.train_generator import r1_penalty
 
     a = torch.randn(3, 4, 4)
 
@@ -106,7 +106,7 @@ def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm():
 
 def test_adversarial_step_raises_the_critics_score_and_d_learns():
     """With gan_reg_weight 0, the G update climbs D's logit; D's loss falls on a fixed G."""
-    from clcae.world.train_generator import TrainState, adversarial_step, regression_batch
+    from clcae.worlds.procfaces.train_generator import TrainState, adversarial_step, regression_batch
 
     torch.manual_seed(0)
     cfg = GeneratorTrainConfig(**{**TINY, "gan_reg_weight": 0.0, "gan_lr": 2e-3, "r1_every": 1000})
@@ -147,8 +147,8 @@ def test_resume_across_the_adversarial_phase_is_exact(tmp_path):
 
 
 def test_generator_loss_teacher_terms_match_hand_computation():
-    from clcae.world.train_generator import GeneratorLoss, regression_batch, regression_loss
-    from clcae.world.world_cnn import WorldCNN, perceptual_distance
+    from clcae.worlds.procfaces.train_generator import GeneratorLoss, regression_batch, regression_loss
+    from clcae.worlds.procfaces.world_cnn import WorldCNN, perceptual_distance
 
     torch.manual_seed(0)
     teacher = WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval().requires_grad_(False)
@@ -170,8 +170,8 @@ def test_generator_loss_teacher_terms_match_hand_computation():
 
 
 def test_teacher_ensemble_averages_each_term():
-    from clcae.world.train_generator import GeneratorLoss, regression_batch, regression_loss
-    from clcae.world.world_cnn import WorldCNN
+    from clcae.worlds.procfaces.train_generator import GeneratorLoss, regression_batch, regression_loss
+    from clcae.worlds.procfaces.world_cnn import WorldCNN
 
     torch.manual_seed(0)
     teachers = [WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval().requires_grad_(False) for _ in range(2)]
@@ -187,8 +187,8 @@ def test_teacher_ensemble_averages_each_term():
 
 
 def test_sharp_teachers_take_the_perceptual_term_and_leave_the_attribute_term():
-    from clcae.world.train_generator import GeneratorLoss, regression_batch, regression_loss
-    from clcae.world.world_cnn import WorldCNN, perceptual_distance
+    from clcae.worlds.procfaces.train_generator import GeneratorLoss, regression_batch, regression_loss
+    from clcae.worlds.procfaces.world_cnn import WorldCNN, perceptual_distance
 
     torch.manual_seed(0)
     teacher, sharp = (WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval().requires_grad_(False) for _ in range(2))
@@ -207,9 +207,9 @@ def test_sharp_teachers_take_the_perceptual_term_and_leave_the_attribute_term():
 
 
 def test_training_with_a_teacher_logs_its_terms(tmp_path):
-    from clcae.world.world_cnn import WorldCNN, save_world_cnn
+    from clcae.worlds.procfaces.world_cnn import WorldCNN, save_world_cnn
 
-    from clcae.world.world_cnn import WorldCNNConfig
+    from clcae.worlds.procfaces.world_cnn import WorldCNNConfig
 
     teacher = save_world_cnn(WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8), tmp_path / "teacher.pt",
                              WorldCNNConfig(seed=7, blur_prob=0.25), metrics={"test_split": {"verification_acc": 0.5}})
@@ -235,9 +235,9 @@ def test_training_with_a_teacher_logs_its_terms(tmp_path):
 
 
 def test_readout_bias_is_zero_for_the_renders_and_signed_for_a_shift():
-    from clcae.world.procfaces import ATTRIBUTES
-    from clcae.world.train_generator import readout_bias, regression_batch
-    from clcae.world.world_cnn import WorldCNN
+    from clcae.worlds.procfaces.procfaces import ATTRIBUTES
+    from clcae.worlds.procfaces.train_generator import readout_bias, regression_batch
+    from clcae.worlds.procfaces.world_cnn import WorldCNN
 
     class RenderingGenerator(torch.nn.Module):  # stands in for G: the render of u(z) + a colour shift
         size = 32
@@ -268,7 +268,7 @@ def test_edge_term_pays_for_sharpness_not_for_brightness():
     """The edge term: zero for a brightness offset, the high-pass L1 (torchvision's blur) for a blur."""
     from torchvision.transforms.functional import gaussian_blur as tv_blur
 
-    from clcae.world.train_generator import regression_loss
+    from clcae.worlds.procfaces.train_generator import regression_loss
 
     torch.manual_seed(0)
     target = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -286,8 +286,8 @@ def test_edge_term_pays_for_sharpness_not_for_brightness():
 def test_bf16_autocast_step_matches_float32_to_bf16_precision():
     """--amp bf16 runs G and the teachers in bfloat16: the loss and the gradient it gives G
     must be float32's up to bf16 rounding (8-bit mantissa), not a different objective."""
-    from clcae.world.train_generator import TrainState, regression_batch
-    from clcae.world.world_cnn import WorldCNN
+    from clcae.worlds.procfaces.train_generator import TrainState, regression_batch
+    from clcae.worlds.procfaces.world_cnn import WorldCNN
 
     torch.manual_seed(0)
     teacher = WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8).eval().requires_grad_(False)
@@ -317,7 +317,7 @@ def test_compiled_regression_forward_computes_the_eager_loss_and_gradient():
     """--compile 1 fuses the step's forward; it must compute the same loss and gradient (the
     noise weights start at zero, so the random noise inputs do not enter the loss at init; only
     the noise weights' own gradients depend on the noise drawn)."""
-    from clcae.world.train_generator import TrainState, regression_batch
+    from clcae.worlds.procfaces.train_generator import TrainState, regression_batch
 
     cfg = GeneratorTrainConfig(**{**TINY, "compile": True})
     st = TrainState(cfg, torch.device("cpu"), None)
@@ -335,7 +335,7 @@ def test_compiled_step_replayed_as_cuda_graphs_computes_the_eager_loss_and_gradi
     """On a GPU --compile 1 replays the forward and backward as CUDA graphs: the third call (after
     warm-up and recording) must still give the eager loss and gradient, and the compiled renderer
     the eager batch."""
-    from clcae.world.train_generator import TrainState, regression_batch
+    from clcae.worlds.procfaces.train_generator import TrainState, regression_batch
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare float32 with float32
     device = torch.device("cuda")
@@ -352,7 +352,7 @@ def test_compiled_step_replayed_as_cuda_graphs_computes_the_eager_loss_and_gradi
 
 def test_compiled_renderer_gives_the_eager_targets_masks_and_labels():
     """--compile 1 also fuses the renderer of the regression targets: same batch, to float rounding."""
-    from clcae.world.train_generator import TrainState, regression_batch
+    from clcae.worlds.procfaces.train_generator import TrainState, regression_batch
 
     st = TrainState(GeneratorTrainConfig(**{**TINY, "compile": True}), torch.device("cpu"), None)
     assert st.render is not regression_batch
@@ -363,7 +363,7 @@ def test_compiled_renderer_gives_the_eager_targets_masks_and_labels():
 
 
 def test_ema_update_is_the_weighted_mean_of_each_parameter():
-    from clcae.world.train_generator import TrainState
+    from clcae.worlds.procfaces.train_generator import TrainState
 
     st = TrainState(GeneratorTrainConfig(**TINY), torch.device("cpu"), None)
     with torch.no_grad():

@@ -8,8 +8,8 @@ import torch
 from clcae.images import to_uint8
 import torch.nn.functional as F
 
-from clcae.world import procfaces as pf
-from clcae.world import world_cnn as wc
+from clcae.worlds.procfaces import procfaces as pf
+from clcae.worlds.procfaces import world_cnn as wc
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ Two checks, both on world-CNN outputs of generator samples G(z) vs train-split i
   real images; 50% is indistinguishable, 100% trivially separable. ``blur_reference`` calibrates
   it: the same probe on real images vs a Gaussian blur of other real images.
 
-``python -m clcae.world.quality --world-cnn data/world/world_cnn.pt --generator G.pt --blur 0.6``
+``python -m clcae.worlds.procfaces.quality --world-cnn data/world/world_cnn.pt --generator G.pt --blur 0.6``
 prints the figures of any generator checkpoint and of the blur references.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from clcae.images import gaussian_blur, to_float, to_uint8
-from clcae.world import procfaces
-from clcae.world.procfaces import ATTRIBUTES
+from clcae.worlds.procfaces import procfaces
+from clcae.worlds.procfaces.procfaces import ATTRIBUTES
 
 
 @torch.inference_mode()
@@ -96,7 +96,7 @@ def blur_reference(cnn, real_u8: torch.Tensor, sigmas: list[float], seed: int = 
 
 def main(argv=None):
     from clcae.nets.stylegan2 import load_generator
-    from clcae.world.world_cnn import load_world_cnn
+    from clcae.worlds.procfaces.world_cnn import load_world_cnn
 
     ap = argparse.ArgumentParser(description="Generator quality through a world CNN, and the probe's "
                                              "blur calibration")

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from clcae.images import gaussian_blur, to_float, to_uint8
 from clcae.io import save_torch
-from clcae.world import procfaces as pf
+from clcae.worlds.procfaces import procfaces as pf
 
 INPUT_SIZE = 64
 

@@ -13,7 +13,7 @@ lips) towards the mean, so a second phase trains G against a StyleGAN2 discrimin
 each z to its render (no mode collapse, and z keeps meaning u).
 
 Run: ``make world-generator`` (the committed generator's flags: 110 minutes of regression on the
-2-core CPU, no adversarial phase) or ``python -m clcae.world.train_generator --out
+2-core CPU, no adversarial phase) or ``python -m clcae.worlds.procfaces.train_generator --out
 assets/procfaces/generator.pt ...`` (seeded; resumes from ``<out>.state.pt``, in either phase).
 """
 from __future__ import annotations
@@ -36,9 +36,9 @@ from clcae.images import gaussian_blur
 from clcae.io import save_image_grid, save_json, save_torch
 from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Discriminator, Generator, estimate_latent_avg, load_generator,
                                   rosinality_state_dict, save_generator)
-from clcae.world import procfaces
-from clcae.world.quality import generator_quality, sample_images, train_images
-from clcae.world.world_cnn import WorldCNN, WorldCNNConfig, feature_distance, load_world_cnn, train_world_cnn
+from clcae.worlds.procfaces import procfaces
+from clcae.worlds.procfaces.quality import generator_quality, sample_images, train_images
+from clcae.worlds.procfaces.world_cnn import WorldCNN, WorldCNNConfig, feature_distance, load_world_cnn, train_world_cnn
 
 
 @dataclass
@@ -420,7 +420,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     Two phases: ``steps`` regression steps (or ``max_minutes``), then ``gan_steps``
     adversarial steps (or ``gan_minutes``). ``init``: a generator checkpoint to start from
     instead of a random init. ``world_cnn``: the world stage's CNN; adds the quality figures
-    of :mod:`clcae.world.quality`. ``teachers``: world CNN checkpoints of the teacher losses
+    of :mod:`clcae.worlds.procfaces.quality`. ``teachers``: world CNN checkpoints of the teacher losses
     and ``sharp_teachers``: of the perceptual term when ``cfg.sharp_teachers`` (see
     :func:`load_teachers`).
     """

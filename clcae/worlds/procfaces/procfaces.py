@@ -20,7 +20,6 @@ bands, hair clips, pixel noise) drawn from a separate seeded generator, not from
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 
 from clcae.images import to_uint8
 from clcae.io import atomic_path
+from clcae.seeding import derive_seed, seeded_generator  # noqa: F401  (derive_seed: re-exported)
 
 # --------------------------------------------------------------------------------------------
 # Latent layout
@@ -89,14 +89,8 @@ def attribute_labels(params: dict[str, torch.Tensor]) -> torch.Tensor:
 # Seeds and splits
 # --------------------------------------------------------------------------------------------
 
-def derive_seed(seed: int, *tags: str) -> int:
-    """A stable 63-bit seed from ``seed`` and string tags (independent streams per tag)."""
-    h = hashlib.sha256(("/".join([str(int(seed)), *tags])).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
-
-
 def _generator(seed: int, *tags: str) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, *tags))
+    return seeded_generator(seed, *tags)
 
 
 def sample_latents(n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clcae.config import Params, resolve_device
+from clcae.config import Params
+from clcae.distributed import stage_device
 from clcae.io import atomic_path, save_image_grid, save_json
 from clcae.nets.stylegan2 import load_generator
-from clcae.world import procfaces
-from clcae.world.quality import generator_quality
-from clcae.world.world_cnn import load_world_cnn, train_world_cnn
+from clcae.worlds.procfaces import procfaces
+from clcae.worlds.procfaces.quality import generator_quality
+from clcae.worlds.procfaces.world_cnn import WorldCNNConfig, load_world_cnn, train_world_cnn
 
 
 def write_train_shards(images, u, person_id, labels, folder: Path, shard_size: int) -> None:
@@ -48,7 +49,7 @@ def load_train_images(folder: Path, limit: int | None = None) -> torch.Tensor:
 
 def run(params: Params) -> dict:
     cfg, seed = params.world, params.shared.seed
-    device = resolve_device(params.shared)
+    device = stage_device(params.shared)
     out = Path(cfg.out_dir)
 
     images, u, person_id, labels = procfaces.render_split("train", cfg.train_people, cfg.train_per_person, seed,
@@ -58,7 +59,7 @@ def run(params: Params) -> dict:
         "test", cfg.test_people, cfg.test_per_person, seed, size=cfg.size)
     procfaces.write_png_folder(test_images, procfaces.labels_frame(test_u, test_person, test_labels), out / "test")
 
-    cnn_metrics = train_world_cnn(dataclasses.replace(cfg.world_cnn, seed=seed), out / "world_cnn.pt")
+    cnn_metrics = train_world_cnn(WorldCNNConfig(**dataclasses.asdict(cfg.world_cnn), seed=seed), out / "world_cnn.pt")
     cnn = load_world_cnn(out / "world_cnn.pt").to(device).eval()
 
     G = load_generator(params.shared.generator, device=device)

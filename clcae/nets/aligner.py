@@ -187,10 +187,12 @@ def save_aligner(model: Aligner, path: str | os.PathLike, **extra) -> None:
     save_torch({"state_dict": model.state_dict(), "config": asdict(model.cfg), **extra}, path)
 
 
-def load_aligner(path: str | os.PathLike, device: str | torch.device = "cpu") -> Aligner:
-    """Load an aligner written by :func:`save_aligner`; eval mode (freeze it yourself if needed)."""
+def load_aligner(path: str | os.PathLike, device: str | torch.device = "cpu", trust: bool | None = None) -> Aligner:
+    """Load an aligner written by :func:`save_aligner`; eval mode (freeze it yourself if needed).
+
+    Read weights-only by :func:`clcae.io.read_checkpoint` (``trust`` as there)."""
     source = os.fspath(path)
-    ckpt = read_checkpoint(source)
+    ckpt = read_checkpoint(source, trust=trust)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "state_dict" not in ckpt:
         hint = ""
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
@@ -247,16 +249,17 @@ def infer_official_aligner_config(image_state: dict, latent_state: dict, heads: 
 
 
 def load_official_aligner(image_ckpt, latent_ckpt, image_avg: torch.Tensor | None = None,
-                          w_avg: torch.Tensor | None = None, heads: int = 4) -> Aligner:
+                          w_avg: torch.Tensor | None = None, heads: int = 4, trust: bool | None = None) -> Aligner:
     """Build an :class:`Aligner` from the official ``best_model_image.pt`` / ``best_model_latent.pt``.
 
     Each checkpoint may be a path, the loaded ``{'state_dict': ..., 'opts': ...}`` or a bare
     state dict. The official checkpoints carry no centring statistics: pass ``image_avg``
     (the average image, as the official forward subtracts it) and ``w_avg`` (the generator's
-    latent_avg). Returned in eval mode.
+    latent_avg). Paths are read weights-only by :func:`clcae.io.read_checkpoint` (``trust`` as
+    there; the official ``opts`` load as they are). Returned in eval mode.
     """
-    image_state, image_source = read_state_dict(image_ckpt, "<image checkpoint>")
-    latent_state, latent_source = read_state_dict(latent_ckpt, "<latent checkpoint>")
+    image_state, image_source = read_state_dict(image_ckpt, "<image checkpoint>", trust=trust)
+    latent_state, latent_source = read_state_dict(latent_ckpt, "<latent checkpoint>", trust=trust)
     source = f"{image_source} + {latent_source}"
     cfg = infer_official_aligner_config(image_state, latent_state, heads, source)
     model = Aligner(cfg)

@@ -236,12 +236,13 @@ def load_state_strict(module: nn.Module, state: dict, source: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu") -> Backbone:
+def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu", trust: bool | None = None) -> Backbone:
     """Load an ArcFace state dict file (e.g. ``model_ir_se50.pth``); eval mode, frozen.
 
-    The architecture (depth, mode, width, input size) is inferred from the shapes.
+    The architecture (depth, mode, width, input size) is inferred from the shapes. Read
+    weights-only by :func:`clcae.io.read_checkpoint` (``trust`` as there).
     """
-    state, source = read_state_dict(os.fspath(path))
+    state, source = read_state_dict(os.fspath(path), trust=trust)
     net = Backbone(**infer_backbone_config(state, source))
     load_state_strict(net, state, source)
     return net.to(device).eval().requires_grad_(False)

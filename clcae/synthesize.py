@@ -5,10 +5,12 @@ The official CLCAE code ships no script for this. Pairs go into a few shards
 row of every pair), plus ``stats.pt`` (``w_avg`` = the generator's latent_avg and
 ``image_avg`` = G(w_avg), the average image the aligner subtracts, pSp/ReStyle-style).
 
-Resumable by shard: each shard is written atomically, so one that exists is complete; a
-restarted run (same config, see ``manifest.json``) skips finished shards and produces
-byte-identical pairs, because pair i's z is row ``i % shard_size`` of a generator seeded
-by ``(seed, shard)``.
+Resumable by shard: each shard is written atomically, so one that exists is complete. An
+interrupted run (SIGINT / SIGTERM stop it between batches) restarted with the same spec (params,
+the generator's sha256 and the code's, see ``manifest.json``) skips finished shards and produces
+byte-identical pairs, because pair i's z is row ``i % shard_size`` of a generator seeded by
+``(seed, shard)``. A finished run marks its manifest ``complete``; a rerun (``dvc repro -f``, new
+code) renders everything again.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from clcae.io import save_json, save_torch
+from clcae.config import InputError
+from clcae.io import read_tensors, save_json, save_torch
 from clcae.seeding import derive_seed
 from clcae.images import to_uint8
 
@@ -38,6 +41,7 @@ class PairSpec:
     resolution: int
     seed: int
     generator_sha256: str = ""  # the checkpoint's content: a new generator at the same path is a new spec
+    code_sha256: str = ""  # the stage's code (clcae.training.stage_code_signature): new code, new pairs
 
 
 def file_sha256(path: str | Path) -> str:
@@ -70,11 +74,14 @@ def shard_latents(seed: int, shard: int, n: int, style_dim: int) -> torch.Tensor
 
 
 @torch.inference_mode()
-def render_pairs(G, z: torch.Tensor, spec: PairSpec, batch_size: int, noise_seed: int):
-    """(uint8 images [n, 3, R, R], w [n, style_dim]) for latents z, batched."""
+def render_pairs(G, z: torch.Tensor, spec: PairSpec, batch_size: int, noise_seed: int, check=None):
+    """(uint8 images [n, 3, R, R], w [n, style_dim]) for latents z, batched; ``check()`` runs
+    before each batch (it raises to stop)."""
     device = G.latent_avg.device
     images, ws = [], []
     for b, chunk in enumerate(z.split(batch_size)):
+        if check is not None:
+            check()
         w = G.mapping(chunk.to(device))
         if spec.truncation != 1.0:
             w = G.latent_avg + spec.truncation * (w - G.latent_avg)
@@ -87,39 +94,47 @@ def render_pairs(G, z: torch.Tensor, spec: PairSpec, batch_size: int, noise_seed
 
 
 def prepare_folder(folder: Path, spec: PairSpec) -> None:
-    """Keep finished shards only if they were made with the same spec."""
+    """Keep finished shards only for an interrupted run of the same spec (params, generator, code)."""
     wanted = dataclasses.asdict(spec)
-    if (folder / "manifest.json").exists() and pairs_manifest(folder) == wanted:
+    if (folder / "manifest.json").exists() and pairs_manifest(folder) == {**wanted, "complete": False}:
         return
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    save_json(wanted, folder / "manifest.json")
+    save_json({**wanted, "complete": False}, folder / "manifest.json")
 
 
 def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, progress: bool = True) -> dict:
-    """Write the pair shards and stats; return counts. Skips shards already written."""
+    """Write the pair shards and stats; return counts. Skips the shards an interrupted run of
+    the same spec wrote; SIGINT / SIGTERM stop it between batches (TrainingInterrupted)."""
+    from clcae.training import StopOnSignal
+
     folder = Path(out_dir)
     prepare_folder(folder, spec)
     n_shards = -(-spec.n_pairs // spec.shard_size)
     done = 0
     bar = tqdm(total=spec.n_pairs, disable=not progress, desc="synthesize", unit="pair")
-    for shard in range(n_shards):
-        n = min(spec.shard_size, spec.n_pairs - shard * spec.shard_size)
-        path = folder / f"shard_{shard:05d}.pt"
-        if not path.exists():
-            z = shard_latents(spec.seed, shard, n, G.style_dim)
-            images, w = render_pairs(G, z, spec, batch_size, noise_seed=shard_seed(spec.seed, shard))
-            save_torch({"images": images, "w": w, "shard_seed": shard_seed(spec.seed, shard),
-                        "row": torch.arange(n), "index": torch.arange(n) + shard * spec.shard_size}, path)
-            done += n
-        bar.update(n)
-    bar.close()
+    with StopOnSignal() as stop, bar:
+        for shard in range(n_shards):
+            n = min(spec.shard_size, spec.n_pairs - shard * spec.shard_size)
+            path = folder / f"shard_{shard:05d}.pt"
+            if not path.exists():
+                def check(shard=shard):  # between batches: the finished shards are the resume point
+                    if stop.requested():
+                        raise stop.interrupted("synthesize", shard, folder, unit="shard")
+
+                z = shard_latents(spec.seed, shard, n, G.style_dim)
+                images, w = render_pairs(G, z, spec, batch_size, shard_seed(spec.seed, shard), check=check)
+                save_torch({"images": images, "w": w, "shard_seed": shard_seed(spec.seed, shard),
+                            "row": torch.arange(n), "index": torch.arange(n) + shard * spec.shard_size}, path)
+                done += n
+            bar.update(n)
     with torch.inference_mode():
         w_avg = G.latent_avg.float()
         image_avg = resize(G.synthesis(w_avg[None, None].expand(1, G.n_latent, -1), noise_mode="const"),
                            spec.resolution)
     save_torch({"w_avg": w_avg.cpu(), "image_avg": image_avg.float().cpu()}, folder / "stats.pt")
+    save_json({**dataclasses.asdict(spec), "complete": True}, folder / "manifest.json")
     return {"n_pairs": spec.n_pairs, "n_shards": n_shards, "rendered_now": done}
 
 
@@ -128,12 +143,14 @@ def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
     folder = Path(folder)
     shards = sorted(folder.glob("shard_*.pt"))
     if not shards:
-        raise FileNotFoundError(f"{folder}: no shard_*.pt files (run `dvc repro synthesize`)")
-    parts = [torch.load(s) for s in shards]
+        raise InputError(f"{folder}: no shard_*.pt files (run `dvc repro synthesize`)")
+    if (folder / "manifest.json").exists() and pairs_manifest(folder).get("complete") is False:
+        raise InputError(f"{folder}: unfinished pairs (an interrupted synthesize; run `dvc repro synthesize`)")
+    parts = [read_tensors(s) for s in shards]  # weights-only: data files hold tensors and numbers
     stats_path = folder / "stats.pt"
     if not stats_path.exists():
-        raise FileNotFoundError(f"{stats_path}: missing (the synthesize stage did not finish)")
-    return torch.cat([p["images"] for p in parts]), torch.cat([p["w"] for p in parts]), torch.load(stats_path)
+        raise InputError(f"{stats_path}: missing (the synthesize stage did not finish)")
+    return torch.cat([p["images"] for p in parts]), torch.cat([p["w"] for p in parts]), read_tensors(stats_path)
 
 
 def run(params) -> dict:
@@ -142,6 +159,7 @@ def run(params) -> dict:
 
     from clcae.distributed import stage_device
     from clcae.nets.stylegan2 import load_generator
+    from clcae.training import stage_code_signature
 
     cfg = params.synthesize
     device = stage_device(params.shared)
@@ -149,7 +167,8 @@ def run(params) -> dict:
     spec = PairSpec(generator=params.shared.generator, n_pairs=cfg.n_pairs, shard_size=cfg.shard_size,
                     truncation=cfg.truncation, noise_mode=cfg.noise_mode,
                     resolution=cfg.resolution or G.size, seed=params.shared.seed,
-                    generator_sha256=file_sha256(params.shared.generator))
+                    generator_sha256=file_sha256(params.shared.generator),
+                    code_sha256=stage_code_signature("synthesize"))
     start = time.perf_counter()
     counts = synthesize(G, spec, cfg.out_dir, batch_size=cfg.batch_size)
     seconds = time.perf_counter() - start

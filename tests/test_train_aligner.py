@@ -1,11 +1,17 @@
-"""train_aligner: the real stage entry point on a tiny synthetic config; resume is exact."""
+"""train_aligner: the real stage entry point on a tiny synthetic config; resume is exact and
+serves only an interrupted run of the same params, pairs and code."""
 import json
+import os
+import shutil
+import signal
 
 import pytest
 import torch
 
 import clcae.train_aligner as ta
-from clcae.config import build, Params
+from clcae.config import ConfigError, Params, build
+from clcae.io import read_checkpoint
+from clcae.training import TrainingInterrupted
 from clcae.nets.aligner import load_aligner
 from clcae.nets.stylegan2 import Generator, save_generator
 from clcae.synthesize import run as synthesize_run
@@ -26,46 +32,130 @@ def tiny_params(tmp_path, steps=12):
                           "report_dir": str(tmp_path / "ra")}})
 
 
-def test_stage_writes_metrics_and_curves(tmp_path):
-    params = tiny_params(tmp_path)
+def curve_steps(report_dir, name="holdout/i2w_top1") -> list[int]:
+    """The steps of one dvclive curve's rows."""
+    rows = (report_dir / "live" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()[1:]
+    return [int(r.split("\t")[0]) for r in rows]
+
+
+def weights(folder) -> dict:
+    return read_checkpoint(folder / "aligner" / "aligner.pt")["state_dict"]
+
+
+def assert_same_weights(actual: dict, expected: dict) -> None:
+    for key, value in expected.items():
+        torch.testing.assert_close(actual[key], value, atol=1e-6, rtol=0, msg=key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One whole 12-step run: its weights and metrics are what every resumed run must reach."""
+    root = tmp_path_factory.mktemp("whole")
+    params = tiny_params(root)
     synthesize_run(params)
     metrics = ta.run(params)
+    return {"weights": weights(root), "metrics": metrics, "root": root}
+
+
+def test_stage_writes_metrics_and_curves(uninterrupted):
+    tmp_path, metrics = uninterrupted["root"], uninterrupted["metrics"]
     on_disk = json.loads((tmp_path / "ra" / "metrics.json").read_text())
     assert on_disk["steps"] == 12 and on_disk["holdout_pairs"] == 32
     for key in ("i2w_top1", "i2w_top5", "w2i_top1", "w2i_top5"):
         assert 0 <= on_disk[key] <= 1 and on_disk[key] == metrics[key]
     assert on_disk["i2w_top5"] >= on_disk["i2w_top1"]
     curve = (tmp_path / "ra" / "live" / "plots" / "metrics" / "holdout" / "i2w_top1.tsv").read_text().splitlines()
-    assert curve[0].split("\t")[:2] == ["step", "i2w_top1"] and len(curve) == 1 + 3
+    assert curve[0].split("\t")[:2] == ["step", "i2w_top1"] and curve_steps(tmp_path / "ra") == [4, 8, 12]
     aligner = load_aligner(tmp_path / "aligner" / "aligner.pt")
     assert aligner.cfg.image_size == 32 and aligner.cfg.style_dim == 16
+    assert not (tmp_path / "aligner" / ".resume").exists()  # finished: no resume point left
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch):
-    params = tiny_params(tmp_path / "a")
+def test_crash_resumes_from_the_last_resume_point(tmp_path, monkeypatch, uninterrupted):
+    params = tiny_params(tmp_path)
     synthesize_run(params)
-    full = ta.run(params)
-    full_state = torch.load(tmp_path / "a" / "aligner" / "aligner.pt")["state_dict"]
+    real_check = ta.check_finite
 
-    params_b = tiny_params(tmp_path / "b")
-    synthesize_run(params_b)
-    real_lr_at = ta.lr_at
-
-    def dying_lr_at(cfg, step):
-        if step == 6:  # killed after the step-4 checkpoint, two steps into the next stretch
+    def crash_at_step_6(loss, step, term):
+        if step == 6:  # killed hard after the step-4 resume point, two steps into the next stretch
             raise KeyboardInterrupt
-        return real_lr_at(cfg, step)
+        real_check(loss, step, term)
 
-    monkeypatch.setattr(ta, "lr_at", dying_lr_at)
+    monkeypatch.setattr(ta, "check_finite", crash_at_step_6)
     with pytest.raises(KeyboardInterrupt):
-        ta.run(params_b)
-    assert torch.load(tmp_path / "b" / "aligner" / "state.pt", weights_only=False)["step"] == 4
-    monkeypatch.setattr(ta, "lr_at", real_lr_at)
-    resumed = ta.run(params_b)
-    resumed_state = torch.load(tmp_path / "b" / "aligner" / "aligner.pt")["state_dict"]
-    for key, value in full_state.items():
-        torch.testing.assert_close(resumed_state[key], value, atol=1e-6, rtol=0, msg=key)
-    assert resumed["i2w_top1"] == pytest.approx(full["i2w_top1"])
+        ta.run(params)
+    saved = read_checkpoint(tmp_path / "aligner" / ".resume" / "state.pt")  # weights-only
+    assert saved["step"] == 4 and [row["step"] for row in saved["history"]] == [4]
+    monkeypatch.setattr(ta, "check_finite", real_check)
+    shutil.rmtree(tmp_path / "ra" / "live")  # what DVC does to the curves before it reruns the stage
+    resumed = ta.run(params)
+    assert_same_weights(weights(tmp_path), uninterrupted["weights"])
+    assert resumed["i2w_top1"] == pytest.approx(uninterrupted["metrics"]["i2w_top1"])
+    for name in ("holdout/i2w_top1", "train/loss", "train/lr"):
+        assert curve_steps(tmp_path / "ra", name) == [4, 8, 12]  # a row per logged step, from the start
+    assert not (tmp_path / "aligner" / ".resume").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_resume_point_and_the_resumed_run_matches(tmp_path, monkeypatch, capsys, uninterrupted,
+                                                                  sig):
+    params = tiny_params(tmp_path)
+    synthesize_run(params)
+    real_check = ta.check_finite
+
+    def signal_at_step_5(loss, step, term):
+        if step == 5:
+            os.kill(os.getpid(), sig)  # the handler sets a flag; step 5 finishes, then the run stops
+        real_check(loss, step, term)
+
+    monkeypatch.setattr(ta, "check_finite", signal_at_step_5)
+    with pytest.raises(TrainingInterrupted) as err:
+        ta.run(params)
+    assert err.value.exit_code == 128 + sig and f"at step 6" in str(err.value) and "dvc repro" in str(err.value)
+    saved = read_checkpoint(tmp_path / "aligner" / ".resume" / "state.pt")
+    assert saved["step"] == 6 and [row["step"] for row in saved["history"]] == [4]
+    assert signal.getsignal(sig) is not None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    monkeypatch.setattr(ta, "check_finite", real_check)
+    shutil.rmtree(tmp_path / "ra" / "live")
+    capsys.readouterr()
+    ta.run(params)
+    assert "resuming at step 6" in capsys.readouterr().out
+    assert_same_weights(weights(tmp_path), uninterrupted["weights"])
+    assert curve_steps(tmp_path / "ra") == [4, 8, 12]
+
+
+def test_new_code_or_params_never_resume_old_work(tmp_path, monkeypatch, capsys, uninterrupted):
+    params = tiny_params(tmp_path)
+    synthesize_run(params)
+    real_check = ta.check_finite
+
+    def crash_at_step_6(loss, step, term):
+        if step == 6:
+            raise KeyboardInterrupt
+        real_check(loss, step, term)
+
+    monkeypatch.setattr(ta, "check_finite", crash_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        ta.run(params)
+    monkeypatch.setattr(ta, "check_finite", real_check)
+    real_code = ta.stage_code_signature
+    monkeypatch.setattr(ta, "stage_code_signature", lambda stage: "edited " + real_code(stage))
+    capsys.readouterr()
+    ta.run(params)  # a code change: starts from step 0 and reaches the whole run's weights
+    out = capsys.readouterr().out
+    assert "other code; starting from scratch" in out and "resuming" not in out
+    assert_same_weights(weights(tmp_path), uninterrupted["weights"])
+    assert curve_steps(tmp_path / "ra") == [4, 8, 12]
+    ta.run(params)  # a finished run: a rerun (dvc repro -f) starts from scratch too
+    assert "resuming" not in capsys.readouterr().out
+
+
+def test_oversized_batch_is_a_config_error(tmp_path):
+    params = tiny_params(tmp_path)
+    synthesize_run(params)
+    params.train_aligner.batch_size = 1024
+    with pytest.raises(ConfigError, match=r"train_aligner.batch_size \(1024\)"):
+        ta.run(params)
 
 
 def test_batch_schedule_covers_each_pair_once_per_epoch():

@@ -14,7 +14,10 @@ each z to its render (no mode collapse, and z keeps meaning u).
 
 Run: ``make world-generator`` (the committed generator's flags: 110 minutes of regression on the
 2-core CPU, no adversarial phase) or ``python -m clcae.worlds.procfaces.train_generator --out
-assets/procfaces/generator.pt ...`` (seeded; resumes from ``<out>.state.pt``, in either phase).
+assets/procfaces/generator.pt ...`` (seeded). ``<out>.state.pt`` is the resume point
+(:mod:`clcae.training`): an interrupted run (SIGINT / SIGTERM save it) continues, in either phase,
+when its config and code are the same; a finished run is continued only when its budget grew
+(steps, minutes, an adversarial phase), so the same command again starts from scratch.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -33,9 +37,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from clcae.images import gaussian_blur
-from clcae.io import save_image_grid, save_json, save_torch
+from clcae.config import ClcaeError
+from clcae.io import save_image_grid, save_json
 from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Discriminator, Generator, estimate_latent_avg, load_generator,
                                   rosinality_state_dict, save_generator)
+from clcae.training import PROJECT_ROOT, ResumePoint, StopOnSignal, check_finite, code_signature, lr_at, set_lr
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.quality import generator_quality, sample_images, train_images
 from clcae.worlds.procfaces.world_cnn import WorldCNN, WorldCNNConfig, feature_distance, load_world_cnn, train_world_cnn
@@ -93,7 +99,10 @@ class GeneratorTrainConfig:
 
 
 # a resumed run may train longer, or at another precision
-RESUMABLE_CHANGES = ("steps", "max_minutes", "gan_steps", "gan_minutes", "amp", "compile")
+BUDGET = ("steps", "max_minutes", "gan_steps", "gan_minutes")
+RESUMABLE_CHANGES = (*BUDGET, "amp", "compile")
+# the code a resume point must share with the run (relative to the project root)
+CODE = ("clcae/worlds/procfaces", "clcae/nets/stylegan2.py", "clcae/images.py", "clcae/training.py")
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -124,11 +133,6 @@ def regression_batch(z: torch.Tensor, size: int) -> RenderedBatch:
         params = procfaces.decode(renderer_latent(z).contiguous())
         return RenderedBatch(procfaces.render(params, size=size), procfaces.region_mask(params, size=size),
                              procfaces.attribute_labels(params))
-
-
-def cosine_lr(cfg: "GeneratorTrainConfig", progress: float) -> float:
-    """Cosine decay over training progress in [0, 1] (steps or wall time, whichever is further)."""
-    return cfg.lr_final + (cfg.lr - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def high_pass(images: torch.Tensor) -> torch.Tensor:
@@ -272,22 +276,19 @@ class TrainState:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.gan_lr * ratio, betas=(0.0, 0.99 ** ratio))
         self.phase, self.step, self.elapsed = "adversarial", 0, 0.0
 
-    def save(self, path: str) -> None:
-        save_torch({"config": dataclasses.asdict(self.cfg), "phase": self.phase, "step": self.step,
+    def save(self, point: ResumePoint, complete: bool = False) -> None:
+        point.save({"config": dataclasses.asdict(self.cfg), "phase": self.phase, "step": self.step,
                     "elapsed": self.elapsed, "history": self.history,
                     "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
                     "D": self.D.state_dict(), "opt": self.opt.state_dict(),
                     "opt_D": self.opt_D.state_dict() if self.opt_D else None,
                     "rng": torch.get_rng_state(), "data_rng": self.data_rng.get_state(),
-                    "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}, path)
+                    "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None},
+                   complete=complete)
 
-    def load(self, path: str) -> None:
+    def load(self, s: dict) -> None:
+        """Continue from a saved state (:func:`resume_point` checked its config and code)."""
         # on the CPU: load_state_dict copies to the modules' device; RNG states must stay here
-        s = torch.load(path, map_location="cpu", weights_only=False)
-        changed = sorted(k for k, v in dataclasses.asdict(self.cfg).items()
-                         if k not in RESUMABLE_CHANGES and s["config"].get(k) != v)
-        if changed:
-            raise ValueError(f"{path}: saved run has other {changed}; delete it to start over")
         if s.get("phase") == "adversarial":
             self.start_adversarial()
             self.opt_D.load_state_dict(s["opt_D"])
@@ -306,13 +307,18 @@ class TrainState:
         torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - beta)
 
 
+def resume_point(cfg: GeneratorTrainConfig, out: str) -> ResumePoint:
+    """``<out>.state.pt``, valid for runs of the same config (less :data:`RESUMABLE_CHANGES`) and code."""
+    return ResumePoint(f"{out}.state.pt", {
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES},
+        "code": code_signature(CODE, PROJECT_ROOT)})
+
+
 def finite_logs(logs: dict, phase: str, step: int) -> dict:
     """Step logs as floats; a non-finite one stops training before its state is saved (the
     last saved state stays good to resume from)."""
     logs = {k: float(v) for k, v in logs.items()}
-    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
-    if bad:
-        raise FloatingPointError(f"generator {phase} step {step}: non-finite {bad}")
+    check_finite(logs, step, f"generator {phase}")
     return logs
 
 
@@ -330,8 +336,7 @@ def r1_penalty(D: Discriminator, real: torch.Tensor) -> torch.Tensor:
 
 def regression_step(st: TrainState, z: torch.Tensor, batch: RenderedBatch, progress: float) -> dict:
     cfg = st.cfg
-    for group in st.opt.param_groups:
-        group["lr"] = cosine_lr(cfg, progress)
+    set_lr(st.opt, lr_at(progress, cfg.lr, 0, 1.0, cfg.lr_final / cfg.lr))  # cosine over progress in [0, 1]
     loss, logs = st.regression_forward(z, batch)
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -435,48 +440,59 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     sharp_models, sharp_paths = load_teachers(cfg, sharp_teachers, out, device, progress, sharp=True)
     st = TrainState(cfg, device, init, teacher_models, sharp_models)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    state_path = f"{out}.state.pt"
-    if os.path.exists(state_path):
-        st.load(state_path)
+    point = resume_point(cfg, out)
+    state = point.load(allow_complete=True, strict=True)  # an interrupted run of other inputs raises
+    if state is not None and state["complete"] and all(state["config"][k] == getattr(cfg, k) for k in BUDGET):
+        print(f"{point.path}: a finished run with this budget; starting from scratch", flush=True)
+        state = None
+    if state is not None:
+        st.load(state)
     z_val = torch.randn(256, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
     target_val = regression_batch(z_val, cfg.size).target
     history = st.history
     t_total = time.time()
     budgets = {"regression": (cfg.steps, cfg.max_minutes), "adversarial": (cfg.gan_steps, cfg.gan_minutes)}
-    while True:  # the phase a fresh or resumed run is in, then (maybe) the adversarial one
-        phase = st.phase
-        steps, minutes = budgets[phase]
-        start = time.time() - st.elapsed
-        bar = tqdm(total=steps, initial=st.step, disable=not progress, desc=f"generator ({phase})")
-        while st.step < steps:
-            done = max(st.step / steps, (time.time() - start) / (minutes * 60) if minutes > 0 else 0.0)
-            z = torch.randn(cfg.batch_size, cfg.style_dim, generator=st.data_rng).to(device)
-            batch = st.render(z, cfg.size)
-            if phase == "regression":
-                logs = regression_step(st, z, batch, done)
-            else:
-                logs = adversarial_step(st, z, batch)
-            st.step += 1
-            bar.update(1)
-            timeout = minutes > 0 and time.time() - start > minutes * 60
-            if st.step % 500 == 0 or st.step == steps or timeout:
-                logs = finite_logs(logs, phase, st.step)  # the one host sync per log interval
-                with torch.no_grad():
-                    val = psnr(st.G_ema(z_val, noise_mode="const"), target_val)
-                history.append({"phase": phase, "step": st.step, **logs, "val_psnr": val,
-                                "lr": st.opt.param_groups[0]["lr"], "minutes": (time.time() - start) / 60})
-                if not progress:
-                    print(json.dumps(history[-1]), flush=True)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", psnr=f"{val:.2f}")
-                st.elapsed = time.time() - start
-                st.save(state_path)
-            if timeout:
+    with StopOnSignal(device) as stop:
+        while True:  # the phase a fresh or resumed run is in, then (maybe) the adversarial one
+            phase = st.phase
+            steps, minutes = budgets[phase]
+            start = time.time() - st.elapsed
+            bar = tqdm(total=steps, initial=st.step, disable=not progress, desc=f"generator ({phase})")
+            while st.step < steps:
+                done = max(st.step / steps, (time.time() - start) / (minutes * 60) if minutes > 0 else 0.0)
+                z = torch.randn(cfg.batch_size, cfg.style_dim, generator=st.data_rng).to(device)
+                batch = st.render(z, cfg.size)
+                if phase == "regression":
+                    logs = regression_step(st, z, batch, done)
+                else:
+                    logs = adversarial_step(st, z, batch)
+                st.step += 1
+                bar.update(1)
+                timeout = minutes > 0 and time.time() - start > minutes * 60
+                if st.step % 500 == 0 or st.step == steps or timeout:
+                    logs = finite_logs(logs, phase, st.step)  # the one host sync per log interval
+                    with torch.no_grad():
+                        val = psnr(st.G_ema(z_val, noise_mode="const"), target_val)
+                    history.append({"phase": phase, "step": st.step, **logs, "val_psnr": val,
+                                    "lr": st.opt.param_groups[0]["lr"], "minutes": (time.time() - start) / 60})
+                    if not progress:
+                        print(json.dumps(history[-1]), flush=True)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", psnr=f"{val:.2f}")
+                    st.elapsed = time.time() - start
+                    st.save(point)
+                elif stop.requested():
+                    finite_logs(logs, phase, st.step)  # never save a diverged state
+                    st.elapsed = time.time() - start
+                    st.save(point)
+                if stop.requested():
+                    raise stop.interrupted(f"generator training ({phase})", st.step, point.path)
+                if timeout:
+                    break
+            bar.close()
+            if phase == "adversarial" or cfg.gan_steps == 0:
                 break
-        bar.close()
-        if phase == "adversarial" or cfg.gan_steps == 0:
-            break
-        st.start_adversarial()
-        st.save(state_path)
+            st.start_adversarial()
+            st.save(point)
     G_ema = st.G_ema
     G_ema.latent_avg.copy_(estimate_latent_avg(G_ema))
     save_generator(G_ema.cpu(), out)
@@ -501,6 +517,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
         quality["readout_bias"] = readout_bias(G_ema, cnns, z_bias)
         figures["quality"] = quality
     save_json(figures, f"{out}.json")
+    st.save(point, complete=True)  # kept so that a larger budget can continue it; the same one restarts
     return figures
 
 
@@ -529,8 +546,12 @@ def main(argv=None):
     cfg = GeneratorTrainConfig(**overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
-    figures = train(cfg, args.out, args.device, progress=not args.quiet, init=args.init,
-                    world_cnn=args.world_cnn, teachers=args.teacher, sharp_teachers=args.sharp_teacher)
+    try:
+        figures = train(cfg, args.out, args.device, progress=not args.quiet, init=args.init,
+                        world_cnn=args.world_cnn, teachers=args.teacher, sharp_teachers=args.sharp_teacher)
+    except ClcaeError as e:  # interrupted (resume point saved), or a resume point of other inputs
+        print(f"{e.label}: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     print(json.dumps({k: v for k, v in figures.items() if k not in ("history", "config")}, indent=1))
 
 

@@ -30,7 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clcae.images import gaussian_blur, to_float, to_uint8
-from clcae.io import save_torch
+from clcae.io import read_checkpoint, save_torch
+from clcae.training import check_finite, lr_at, set_lr
 from clcae.worlds.procfaces import procfaces as pf
 
 INPUT_SIZE = 64
@@ -251,15 +252,16 @@ def save_world_cnn(model: WorldCNN, path: str | os.PathLike, config: WorldCNNCon
     return path
 
 
-def load_world_cnn(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> WorldCNN:
-    """Load a frozen model in eval mode; errors name the file and what is wrong with it."""
+def load_world_cnn(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                   trust: bool | None = None) -> WorldCNN:
+    """Load a frozen model in eval mode; errors name the file and what is wrong with it.
+
+    Read weights-only by :func:`clcae.io.read_checkpoint` (``trust`` as there); a bad file raises
+    its ``CheckpointError`` (a ValueError)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: world CNN checkpoint not found (run the world stage)")
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path}: not a readable world CNN checkpoint ({e})") from e
+    blob = read_checkpoint(path, trust=trust, map_location=map_location)
     if not isinstance(blob, dict):
         raise ValueError(f"{path}: world CNN checkpoint must be a dict, got {type(blob).__name__}")
     missing = [k for k in ("config", "state_dict") if k not in blob]
@@ -432,11 +434,8 @@ def make_datasets(cfg: WorldCNNConfig) -> dict[str, tuple[torch.Tensor, ...]]:
 
 
 def _lr_at(step: int, cfg: WorldCNNConfig) -> float:
-    warm = max(1, int(cfg.warmup_frac * cfg.steps))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    t = (step - warm) / max(1, cfg.steps - warm)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    """Linear warm-up over ``warmup_frac`` of the steps (at least one), then cosine decay to 0."""
+    return lr_at(step, cfg.lr, max(1, int(cfg.warmup_frac * cfg.steps)), cfg.steps)
 
 
 def train_world_cnn(cfg: WorldCNNConfig | dict | None = None, out_path: str | os.PathLike | None = None,
@@ -494,16 +493,13 @@ def train_world_cnn(cfg: WorldCNNConfig | dict | None = None, out_path: str | os
             blurred = torch.rand(len(idx), generator=g_blur) < cfg.blur_prob
             x = gaussian_blur(x, torch.rand(len(idx), generator=g_blur) * cfg.blur_sigma * blurred)
         x = x.contiguous(memory_format=torch.channels_last)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+        set_lr(opt, _lr_at(step, cfg))
         emb, attr, trait = model(x)
         loss_id = head(emb, pid[idx])
         loss_attr = F.mse_loss(attr, targets[idx])
         loss_trait = F.mse_loss(trait, traits[idx])
         loss = loss_id + cfg.attr_weight * loss_attr + cfg.trait_weight * loss_trait
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"world CNN: non-finite loss at step {step} (id {loss_id.item()}, "
-                                     f"attr {loss_attr.item()}, trait {loss_trait.item()})")
+        check_finite({"id": loss_id, "attr": loss_attr, "trait": loss_trait, "total": loss}, step, "world CNN")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,0 +1,386 @@
+"""What every trainer shares: resume points, whole dvclive curves, stop signals, LR schedule, finite losses.
+
+A resume point serves only an interrupted run of the same inputs. Its signature is a plain dict
+of what the run depends on: the params, the data it reads (e.g. the pairs manifest) and the code
+(:func:`stage_code_signature`, a sha256 of the stage's code deps in ``dvc.yaml``). A resume point
+of another signature is ignored, so a code change, new data or ``dvc repro -f`` never resumes old
+work; a finished run removes its resume point (or marks it ``complete``), so a rerun starts from
+scratch. Resume points live in untracked folders (``<out_dir>/.resume/``, ignored by git), not in
+DVC outputs (``synthesize``'s shards are the exception: its ``persist`` output with a manifest).
+
+A training loop with resume, whole curves and signal handling::
+
+    sig = {"params": params_dict, "data": pairs_manifest(pairs_dir), "code": stage_code_signature("train_x")}
+    point = ResumePoint(Path(cfg.out_dir) / ".resume" / "state.pt", sig)
+    state = point.load() or {}
+    step = state.get("step", 0)
+    if state:
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), set_rng_state(state["rng"])
+    log = LiveLog(Path(cfg.report_dir) / "live", rows=state.get("history", []), enabled=is_main_process())
+    with StopOnSignal() as stop:
+        while step < cfg.steps:
+            set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, final_frac=0.01))
+            loss = ...; check_finite(loss, step, "train_x loss"); ...; step += 1
+            if step % cfg.log_every == 0:
+                log.log(step, {"train/loss": loss.item()})
+            save = lambda: point.save({"step": step, "model": ..., "opt": ..., "rng": rng_state(), "history": log.rows})
+            if step % cfg.checkpoint_every == 0:
+                save()
+            if stop.requested():
+                save()
+                raise stop.interrupted("train_x", step, point.path)
+    write_outputs(); log.end(); point.remove()
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from clcae.config import ClcaeError, ConfigError
+
+__all__ = ["BatchSchedule", "ResumePoint", "TrainingInterrupted", "StopOnSignal", "LiveLog", "code_signature", "stage_code",
+           "stage_code_signature", "rng_state", "set_rng_state", "lr_at", "set_lr", "check_finite"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------- code signatures
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                      and p.suffix != ".pyc")
+    return [path]
+
+
+def code_signature(paths: Iterable[str | os.PathLike], root: str | os.PathLike = ".") -> str:
+    """sha256 over the files at ``paths`` (a folder: every file below it, less ``__pycache__``),
+    in sorted order, each with its path relative to ``root``; a missing path counts as missing."""
+    root, digest = Path(root), hashlib.sha256()
+    for rel in sorted({Path(p).as_posix() for p in paths}):
+        path = root / rel
+        if not path.exists():
+            digest.update(f"missing {rel}\n".encode())
+            continue
+        for f in _files(path):
+            digest.update(f"{f.relative_to(root).as_posix()}\n".encode())
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _entry_paths(entries) -> list[str]:
+    """Paths of a dvc.yaml deps/outs list (entries are strings or ``{path: options}``)."""
+    paths = []
+    for e in entries or []:
+        paths.extend([e] if isinstance(e, str) else list(e))
+    return paths
+
+
+def stage_code(stage: str, dvc_yaml: str | os.PathLike = "dvc.yaml") -> list[str] | None:
+    """The code deps of ``stage`` in ``dvc_yaml`` (None without that file or stage).
+
+    Code deps are the deps that no stage writes (outs, metrics, plots), that are not
+    ``${param}`` templated (data such as ``${shared.generator}``), and that are a ``.py``
+    file or a folder with ``.py`` files in it. ``train_encoder@clcae`` reads ``train_encoder``
+    (a foreach stage's ``do``).
+    """
+    import yaml
+
+    path = Path(dvc_yaml)
+    if not path.is_file():
+        return None
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    entry = stages.get(stage) or stages.get(stage.split("@")[0])
+    if entry is None:
+        return None
+    entry = entry.get("do", entry)
+    written = {p.rstrip("/") for s in stages.values() for key in ("outs", "metrics", "plots")
+               for p in _entry_paths(s.get("do", s).get(key))}
+    root, code = path.parent, []
+    for dep in _entry_paths(entry.get("deps")):
+        dep = dep.rstrip("/")
+        if "${" in dep or any(dep == w or dep.startswith(w + "/") for w in written):
+            continue
+        if dep.endswith(".py") or ((root / dep).is_dir() and next((root / dep).rglob("*.py"), None)):
+            code.append(dep)
+    return code
+
+
+def stage_code_signature(stage: str, dvc_yaml: str | os.PathLike = "dvc.yaml") -> str:
+    """sha256 of the code ``stage`` depends on: its code deps in ``dvc.yaml`` (what DVC reruns it
+    for), or, without that file or stage (a library call elsewhere), the whole ``clcae`` package."""
+    paths = stage_code(stage, dvc_yaml)
+    if paths is None:
+        return code_signature(["clcae"], PROJECT_ROOT)
+    return code_signature(paths, Path(dvc_yaml).parent)
+
+
+# ----------------------------------------------------------------------------- resume points
+
+
+def _plain(obj):
+    """The signature as JSON would keep it (tuples -> lists, keys -> str), so saved == fresh."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _differences(saved: Mapping, wanted: Mapping) -> list[str]:
+    """Keys whose values differ, one level into sub-dicts (``params.lr``, ``code``)."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        else:
+            out.append(key)
+    return out
+
+
+class ResumeMismatch(ClcaeError):
+    """A resume point of an interrupted run whose inputs differ, where discarding it needs the user."""
+
+
+class ResumePoint:
+    """One weights-only file with a run's state, valid only for the run of the same ``signature``.
+
+    ``signature``: a dict of str/int/float/bool/list/dict (params, data, code). ``load`` returns
+    the saved state (``step``, ``history``, ...) or None; ``save`` writes atomically; ``remove``
+    deletes it when the run is done. Saved states hold ``signature`` and ``complete`` too.
+    """
+
+    def __init__(self, path: str | os.PathLike, signature: Mapping):
+        self.path, self.signature = Path(path), _plain(dict(signature))
+
+    def load(self, *, allow_complete: bool = False, strict: bool = False) -> dict | None:
+        """The saved state of this run, or None (no file, another run's, or a finished run's).
+
+        ``allow_complete``: also return a state saved with ``complete=True`` (a finished run that
+        the caller may extend). ``strict``: an unfinished run of other inputs raises
+        :class:`ResumeMismatch` instead of being ignored (for hand-run trainers whose resume
+        points are worth hours).
+        """
+        from clcae.io import CheckpointError, read_checkpoint
+
+        if not self.path.is_file():
+            return None
+        try:
+            state = read_checkpoint(self.path)
+        except CheckpointError as e:
+            print(f"ignoring unreadable resume point {e}; starting from scratch", flush=True)
+            return None
+        if not isinstance(state, dict) or "signature" not in state:
+            print(f"{self.path}: not a resume point; starting from scratch", flush=True)
+            return None
+        complete = bool(state.get("complete", False))
+        changed = _differences(state["signature"], self.signature)
+        if complete and not allow_complete:
+            print(f"{self.path}: a finished run's; starting from scratch", flush=True)
+            return None
+        if changed:
+            if strict and not complete:
+                raise ResumeMismatch(f"{self.path}: an interrupted run with other {', '.join(changed)}; "
+                                     f"delete it to start over")
+            print(f"{self.path}: saved by a run with other {', '.join(changed)}; starting from scratch", flush=True)
+            return None
+        return state
+
+    def save(self, state: Mapping, *, complete: bool = False) -> None:
+        from clcae.io import save_torch
+
+        save_torch({**state, "signature": self.signature, "complete": complete}, self.path)
+
+    def remove(self) -> None:
+        """Delete the file (the run finished) and its folder when that is now empty."""
+        self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass
+
+
+def rng_state(device: torch.device | str | None = None) -> dict:
+    """The global RNG states as tensors (weights-only loadable): CPU, and CUDA for a CUDA device."""
+    state = {"cpu": torch.get_rng_state()}
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device | str | None = None) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ----------------------------------------------------------------------------- stopping on signals
+
+
+class TrainingInterrupted(ClcaeError):
+    """SIGINT / SIGTERM stopped a run after saving its resume point; exits with 128 + the signal."""
+    label = "interrupted"
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum, self.exit_code = int(signum), 128 + int(signum)
+
+
+class StopOnSignal:
+    """``with StopOnSignal() as stop:``: SIGINT (Ctrl-C) and SIGTERM (a cluster's pre-emption)
+    ask the loop to stop instead of killing it. The loop calls :meth:`requested` after each
+    step and, when it is set, saves a resume point and raises :meth:`interrupted`. A second
+    signal interrupts at once (KeyboardInterrupt). Under DDP, :meth:`requested` is a collective
+    (every rank stops at the same step). Outside the main thread it installs nothing."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device, self.signum, self._previous = torch.device(device), 0, {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop now)", file=sys.stderr,
+              flush=True)
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def requested(self) -> int:
+        """The signal that asked to stop (0: none); the largest over ranks under DDP."""
+        from clcae.distributed import is_distributed
+
+        if not is_distributed():
+            return self.signum
+        import torch.distributed as dist
+
+        flag = torch.tensor([self.signum], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.signum = int(flag.item())
+        return self.signum
+
+    def interrupted(self, what: str, step: int, path: str | os.PathLike, unit: str = "step") -> TrainingInterrupted:
+        """The exception to raise once the resume point at ``path`` is saved."""
+        name = signal.Signals(self.signum or signal.SIGINT).name
+        return TrainingInterrupted(f"{what} stopped by {name} at {unit} {step}; resume point saved to {path}: "
+                                   f"run `dvc repro` (or the same command) again to continue",
+                                   self.signum or signal.SIGINT)
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+class LiveLog:
+    """dvclive curves that stay whole across resumes.
+
+    Every logged row (``{"step": s, name: value, ...}``) is kept in :attr:`rows`, which the
+    caller saves in its resume point and passes back on resume; the log then opens dvclive
+    afresh (it deletes its plots, as DVC does before a stage runs) and writes the saved rows
+    again, so the curves hold a row per logged step from the start. ``enabled=False`` (ranks
+    other than 0) keeps the rows and writes nothing.
+    """
+
+    def __init__(self, directory: str | os.PathLike, rows: Iterable[Mapping] = (), enabled: bool = True):
+        self.rows: list[dict] = [dict(r) for r in rows]
+        self.live = None
+        if enabled:
+            from dvclive import Live
+
+            self.live = Live(str(directory), resume=False, save_dvc_exp=False, dvcyaml=False)
+            for row in self.rows:
+                self._write(row)
+
+    def _write(self, row: Mapping) -> None:
+        self.live.step = row["step"]
+        for name, value in row.items():
+            if name != "step":
+                self.live.log_metric(name, value)
+        self.live.make_summary()
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        if self.live is not None:
+            self._write(row)
+
+    def end(self) -> None:
+        if self.live is not None:
+            self.live.end()
+
+
+# ----------------------------------------------------------------------------- batches, schedule, checks
+
+
+class BatchSchedule:
+    """Global batch indices of step s: epoch-wise permutations seeded by (seed, epoch).
+
+    A function of the step alone, so a resumed run sees the same batches; rank r takes
+    rows r, r + world, ... of the global batch. ``what`` names the batch-size key in errors.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, what: str = "train_aligner.batch_size"):
+        if n < batch_size:
+            raise ConfigError(f"{what} ({batch_size}) exceeds the {n} training examples")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = n // batch_size
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> torch.Tensor:
+        epoch, pos = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
+        return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+
+
+
+def lr_at(step: float, base_lr: float, warmup_steps: int, total_steps: float, final_frac: float = 0.0) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps`` ((step + 1) / warmup_steps), then cosine
+    decay to ``final_frac * base_lr`` at ``total_steps``, held after it.
+
+    ``step`` may be a fraction of training (``warmup_steps=0, total_steps=1``) for trainers whose
+    progress is steps or wall time, whichever is further.
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def check_finite(loss, step: int, term: str) -> None:
+    """Raise FloatingPointError naming ``term`` and ``step`` when ``loss`` is NaN or inf.
+
+    ``loss``: a tensor or float, or a dict of them (the message names the bad ones; one host
+    sync for all). Call it before the optimiser step, so the last resume point stays good.
+    """
+    if isinstance(loss, Mapping):
+        values = torch.stack([torch.as_tensor(v).detach().to("cpu", torch.float64).reshape(()) for v in loss.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = {k: v for k, v in zip(loss, values.tolist()) if not math.isfinite(v)}
+        raise FloatingPointError(f"{term} step {step}: non-finite {bad}")
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{term} step {step}: non-finite {value}")

@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/generator_training.py
 	$(PY) benchmarks/synthesize.py
 	$(PY) benchmarks/procfaces.py
+	$(PY) benchmarks/encoder.py
 
 # Retrain the procfaces world's generator from scratch (seeded): trains the two teacher world
 # CNNs (seeds 1 and 2, ~3 CPU minutes each), then GEN_MINUTES of regression with the teacher

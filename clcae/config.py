@@ -17,8 +17,22 @@ import yaml
 
 
 
-class ConfigError(ValueError):
+class ClcaeError(Exception):
+    """An error of the user's inputs that the project detects (params, files, devices, signals).
+
+    :func:`stage_main` prints it as one line (``error: ...``) and exits 1 (a subclass may set
+    ``exit_code`` and ``label``); anything else is a bug and keeps its traceback.
+    """
+    exit_code = 1
+    label = "error"
+
+
+class ConfigError(ClcaeError, ValueError):
     """A params value that is unknown, of the wrong type or impossible; names its key path."""
+
+
+class InputError(ClcaeError, FileNotFoundError):
+    """A file or folder a stage reads is missing or incomplete; says which stage makes it."""
 
 
 def param(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
@@ -133,6 +147,9 @@ class SharedConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     world: Literal["procfaces", "ffhq"] = "procfaces"
     generator: str = "assets/procfaces/generator.pt"  # rosinality-layout StyleGAN2 checkpoint
+    # true: checkpoints that need more than weights-only loading are unpickled fully (can run code
+    # from the file); stage_main exports it as CLCAE_TRUST_CHECKPOINTS=1 (see clcae.io.read_checkpoint)
+    trust_checkpoints: bool = False
 
 
 @dataclass
@@ -180,6 +197,18 @@ class WorldConfig:
 
 
 @dataclass
+class FFHQWorldConfig:
+    """The ffhq world's judges and image folders (read when shared.world is ffhq; see configs/ffhq.yaml)."""
+    arcface: str = "assets/ffhq/model_ir_se50.pth"   # ArcFace IR-SE50 (pSp's identity net)
+    lpips_alexnet: str | None = None   # None: torchvision's cache, torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth
+    inception: str | None = None       # Inception-v3 for FID-like features; None: torchvision's cache if there,
+                                       # else the features are ArcFace embeddings (named so)
+    attribute_classifier: str | None = None  # clcae.worlds.ffhq.judges.AttributeClassifier file; None: no attributes
+    train_dir: str = "data/ffhq/images"      # the training photos (FFHQ), PNG/JPEG
+    test_dir: str = "data/celebahq/test"     # the evaluation photos (CelebA-HQ test split)
+
+
+@dataclass
 class SynthesizeConfig:
     """Image-latent pairs (I = G(w), w) for the aligner."""
     n_pairs: int = param(20_000, ge=1)
@@ -217,12 +246,80 @@ class TrainAlignerConfig:
 
 
 @dataclass
+class EncoderTrainConfig:
+    """One variant of the inversion encoder (stage `train_encoder`): net, losses, optimisation.
+
+    ``train_encoder.common`` holds these keys; ``train_encoder.variants.<name>`` overrides some
+    of them per variant (the baselines and the paper's ablations are switch settings).
+    """
+    image_size: int = param(0, ge=0, help="encoder input side; 0: the generator's size (paper: 256)")
+    num_layers: Literal[18, 34, 50, 100, 152] = 18  # IR-SE depth of the pyramid (paper: 50)
+    width: int = param(16, ge=1, help="IR-SE base channels (paper: 64)")
+    heads: int = param(4, ge=1, help="attention heads of the W+ and F blocks")
+    dropout: float = param(0.1, ge=0, lt=1, help="attention-block dropout (official 0.1)")
+    feature_layer: int = param(5, ge=1, help="generator conv layer whose output F replaces (conv1 at 4x4 = 1)")
+    w_attention: bool = True   # false: pSp's w+ = w_avg + map2style offsets
+    f_attention: bool = True   # false: F from T3 by the strided CNN alone (Feature-Style encoder)
+    use_f: bool = True         # false: W+ only (pSp / e4e), no F branch
+    # loss weights (DESIGN.md "The method" 3; paper defaults)
+    l2: float = param(1.0, ge=0, help="pSp's L2 (MSE on [-1, 1]) per reconstruction")
+    perceptual: float = param(0.2, ge=0, help="the world's perceptual distance (LPIPS in the ffhq world)")
+    identity: float = param(0.1, ge=0, help="1 - cos of the world's identity embeddings")
+    freg: float = param(1.0, ge=0, help="||f - G5(w+)||^2 (paper 1; official code 0.01)")
+    align: float = param(0.1, ge=0, help="L_align weight (0: no contrastive loss, the paper's ablation)")
+    align_on: Literal["input", "w_image"] = "input"  # paper: L_align(I, w); official code: L_align(G(w), w)
+    feature_blend: Literal["epoch_ramp", "single_ramp", "constant"] = "epoch_ramp"
+    blend_rate: float = param(1e-4, gt=0, help="single_ramp: s = min(1, rate * step)")
+    # optimisation
+    optimizer: Literal["ranger", "adam"] = "ranger"
+    lr: float = param(1e-4, gt=0)
+    weight_decay: float = param(0.0, ge=0)
+    warmup_steps: int = param(0, ge=0)
+    final_lr_frac: float = param(1.0, gt=0, le=1, help="cosine decay to lr * this (1: constant, as pSp)")
+    batch_size: int = param(8, ge=1, help="global batch (split across ranks)")
+    steps: int = param(1000, ge=1)
+    log_every: int = param(50, ge=1)
+    checkpoint_every: int = param(100, ge=1)
+    sample_every: int = param(250, ge=1, help="sample grid (input | G(w) | G(w+) | G(w+, f)) every N steps")
+    test_images: int = param(0, ge=0, help="test-split images scored at the end (0: all)")
+
+
+@dataclass
+class TrainEncoderConfig:
+    """Block `train_encoder`: shared settings and the variants the pipeline trains."""
+    common: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
+    variants: dict[str, dict[str, Any]] = param(default_factory=lambda: {"clcae": {}})
+    out_dir: str = "data/encoder"             # <out_dir>/<variant>/encoder.pt
+    report_dir: str = "reports/train_encoder"  # <report_dir>/<variant>/metrics.json, live/, samples.png
+    launcher: str = param("python", help="stage command prefix, e.g. 'torchrun --nproc_per_node 8'")
+
+    def check(self, where: str) -> None:
+        if not self.variants:
+            raise ConfigError(f"{where}.variants: at least one variant is needed")
+        for name in self.variants:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ConfigError(f"{where}.variants.{name}: variant names are letters, digits, '_' and '-'")
+            self.variant(name, where)
+
+    def variant(self, name: str, where: str = "train_encoder") -> EncoderTrainConfig:
+        """The common settings with the variant's overrides, validated (errors name the key path)."""
+        if name not in self.variants:
+            raise ConfigError(f"{where}.variants: no variant {name!r} (known: {', '.join(self.variants)})")
+        overrides = self.variants[name] or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{where}.variants.{name}: expected a mapping of overrides, got {overrides!r}")
+        return build(EncoderTrainConfig, {**dataclasses.asdict(self.common), **overrides}, f"{where}.variants.{name}")
+
+
+@dataclass
 class Params:
     """The whole params.yaml. Later stages add their blocks here."""
     shared: SharedConfig = field(default_factory=SharedConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
+    ffhq: FFHQWorldConfig = field(default_factory=FFHQWorldConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     train_aligner: TrainAlignerConfig = field(default_factory=TrainAlignerConfig)
+    train_encoder: TrainEncoderConfig = field(default_factory=TrainEncoderConfig)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -251,7 +348,18 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
 
 
 def stage_main(run, argv=None) -> None:
-    """Entry point of a stages/ script: ``run(load_params(path))``; params errors exit 2."""
+    """Entry point of a stages/ script: ``run(load_params(path))``.
+
+    Errors the project detects in the user's inputs print one line on stderr instead of a
+    traceback: an invalid params file (``error: params.yaml: key: ...``) exits 2; a
+    :class:`ClcaeError` raised by the stage exits 1 (:class:`ConfigError`: a params value the
+    data or machine cannot serve, e.g. ``shared.device: cuda`` without a GPU or a batch larger
+    than the data; ``clcae.io.CheckpointError``: an unreadable or wrong checkpoint;
+    :class:`InputError`: a missing input), and ``clcae.training.TrainingInterrupted`` (SIGINT /
+    SIGTERM after saving a resume point) exits 128 + the signal with a line on how to resume.
+    A Ctrl-C outside a training loop exits 130. Other exceptions (bugs) keep their traceback;
+    stages raise plain ValueError / FileNotFoundError only for what the user cannot fix.
+    """
     import argparse
     import sys
 
@@ -263,4 +371,13 @@ def stage_main(run, argv=None) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    run(params)
+    if params.shared.trust_checkpoints:  # read by clcae.io.read_checkpoint, here and in spawned workers
+        os.environ["CLCAE_TRUST_CHECKPOINTS"] = "1"
+    try:
+        run(params)
+    except ClcaeError as e:
+        print(f"{e.label}: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

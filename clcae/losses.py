@@ -1,4 +1,5 @@
-"""Losses and retrieval scores of the contrastive aligner.
+"""Losses: the contrastive aligner's (InfoNCE, retrieval scores, AlignLoss) and the encoder's
+(:class:`InversionLoss`, at the end of the file).
 
 InfoNCE (CLIP's loss with CLCAE's per-direction weight): for a batch of pairs (I_i, w_i),
 logits_ij = exp(logit_scale) * cos(h_I(I_i), h_w(w_j)) (logit_scale = log 1/t), and
@@ -15,6 +16,8 @@ uses only its local batch as negatives.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -130,3 +133,168 @@ class AlignLoss(nn.Module):
         if self.mode == "cosine":
             return (1 - F.cosine_similarity(h_image, h_latent, dim=-1)).mean()
         return self.infonce(h_image, h_latent, self.aligner.logit_scale)
+
+
+# ----------------------------------------------------------------------------- the encoder's loss
+
+IMAGE_KEYS = ("w", "wplus", "f")  # I1 = G(w), I2 = G(w+), I3 = G(w+, f)
+
+
+@dataclass
+class InversionLossConfig:
+    """Weights of the CLCAE inversion loss; defaults are the paper's.
+
+    L = l2 * MSE + perceptual * P + identity * (1 - cos) summed over I1, I2, I3
+        + freg * ||f - G5(w+)||^2 + align * L_align
+    (the paper's l_rec = 1 is folded into ``l2`` and ``perceptual``; pSp/CLCAE's LPIPS weight is
+    0.2, a world's own perceptual distance has its own scale, so tune ``perceptual`` per world).
+    ``freg``: paper 1, official code 0.01. ``align_on``: "input" scores the input image I with w
+    (the paper), "w_image" scores G(w) with w (the official code, gradients then also flow
+    through G(w)). ``freg_reduction``: "mean" is the official MSE, the mean over every element
+    of f (so the weight does not depend on F's shape); "sum" is the literal squared norm per
+    image (sum over C, H, W), averaged over the batch.
+    """
+    l2: float = 1.0
+    perceptual: float = 0.2
+    identity: float = 0.1
+    freg: float = 1.0
+    align: float = 0.1
+    align_on: str = "input"
+    freg_reduction: str = "mean"
+
+    def __post_init__(self):
+        for name in ("l2", "perceptual", "identity", "freg", "align"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"InversionLossConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.align_on not in ("input", "w_image"):
+            raise ValueError(f"InversionLossConfig.align_on must be 'input' or 'w_image', got {self.align_on!r}")
+        if self.freg_reduction not in ("mean", "sum"):
+            raise ValueError(f"InversionLossConfig.freg_reduction must be 'mean' or 'sum', got {self.freg_reduction!r}")
+
+
+class InversionLoss(nn.Module):
+    """The CLCAE encoder's training loss (DESIGN.md, "The method" 3) over the judges of a world.
+
+    Judges: ``perceptual(x, y) -> [B]`` distances, ``identity(x) -> [B, D]`` embeddings (the
+    face crop, if any, is the judge's business) and ``align``, an :class:`AlignLoss` over the
+    frozen aligner. They are held, not owned: ``.train()`` and ``.to()`` on this module leave
+    them alone, the world and AlignLoss keep them frozen in eval mode.
+
+    Reductions follow pSp / the official code: L2 is ``mse_loss`` on [-1, 1] (mean over every
+    element); perceptual the batch mean of the judge's distances at one scale (what the official
+    code computes in effect: a for/else bug overwrites its multi-scale sum); identity the batch mean
+    of 1 - cos(R(I_rec), R(I)) with R(I) detached; F regularisation with G5(w+) detached (the
+    official code detaches the generator's feature, so the term pulls f only); align on images
+    resized to the aligner's own size (adaptive average pooling when shrinking, as the official
+    256 px face pool; bilinear when growing), the aligner subtracting its average image itself.
+    """
+
+    def __init__(self, cfg: InversionLossConfig | None = None,
+                 perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 align: AlignLoss | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or InversionLossConfig()
+        for name, judge in (("perceptual", perceptual), ("identity", identity), ("align", align)):
+            if getattr(cfg, name) > 0 and judge is None:
+                raise ValueError(f"InversionLossConfig.{name} = {getattr(cfg, name)} > 0 but no {name} judge was "
+                                 f"given: pass one, or set {name} to 0")
+        self.judges = {"perceptual": perceptual, "identity": identity, "align": align}  # a dict: not submodules
+
+    def forward(self, target: torch.Tensor, images: dict[str, torch.Tensor], w: torch.Tensor | None = None,
+                f: torch.Tensor | None = None, f_gen: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, terms): ``terms`` holds each unweighted term detached ("l2/w", "perceptual/f",
+        "identity/wplus", "freg", "align") and the weighted "total". ``target`` [B, 3, H, W] in
+        [-1, 1]; ``images`` a subset of {"w", "wplus", "f"}, each shaped as ``target``; ``w``
+        [B, D] for the align term; ``f`` and ``f_gen`` = G5(w+) [B, C, h, w] for F
+        regularisation (skipped when ``f`` is None: a model without an F branch)."""
+        cfg = self.cfg
+        self._check(target, images)
+        terms: dict[str, torch.Tensor] = {}
+        parts: list[torch.Tensor] = []
+
+        def add(name: str, weight: float, value: torch.Tensor) -> None:
+            terms[name] = value.detach()
+            parts.append(weight * value)
+
+        target_id = None
+        if cfg.identity > 0:
+            with torch.no_grad():
+                target_id = F.normalize(_upcast(self.judges["identity"](target)), dim=-1)  # [B, D]
+        for key in IMAGE_KEYS:
+            if key not in images:
+                continue
+            image = images[key]  # [B, 3, H, W]
+            if cfg.l2 > 0:
+                add(f"l2/{key}", cfg.l2, F.mse_loss(image, target))
+            if cfg.perceptual > 0:
+                add(f"perceptual/{key}", cfg.perceptual, self._perceptual(image, target))
+            if cfg.identity > 0:
+                rec_id = F.normalize(_upcast(self.judges["identity"](image)), dim=-1)  # [B, D]
+                add(f"identity/{key}", cfg.identity, (1 - (rec_id * target_id).sum(-1)).mean())
+        if cfg.freg > 0 and f is not None:
+            add("freg", cfg.freg, self._freg(f, f_gen))
+        if cfg.align > 0:
+            add("align", cfg.align, self._align(target, images, w))
+        if not parts:
+            raise ValueError("InversionLoss: every term is off (all weights 0, or no images): nothing to train on")
+        total = sum(parts[1:], parts[0])
+        terms["total"] = total.detach()
+        return total, terms
+
+    def _check(self, target: torch.Tensor, images: dict[str, torch.Tensor]) -> None:
+        if target.dim() != 4 or target.shape[1] != 3:
+            raise ValueError(f"InversionLoss: target must be [B, 3, H, W], got {list(target.shape)}")
+        unknown = sorted(set(images) - set(IMAGE_KEYS))
+        if unknown:
+            raise ValueError(f"InversionLoss: unknown image keys {unknown}; expected a subset of {list(IMAGE_KEYS)}")
+        for key, image in images.items():
+            if image.shape != target.shape:
+                raise ValueError(f"InversionLoss: images[{key!r}] has shape {list(image.shape)}, target "
+                                 f"{list(target.shape)}: resize the generator's output to the target first")
+
+    def _perceptual(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        d = self.judges["perceptual"](image, target)
+        if d.numel() != len(image):
+            raise ValueError(f"InversionLoss: the perceptual judge must return one distance per image "
+                             f"([{len(image)}]), got shape {list(d.shape)}")
+        return _upcast(d).mean()
+
+    def _freg(self, f: torch.Tensor, f_gen: torch.Tensor | None) -> torch.Tensor:
+        if f_gen is None:
+            raise ValueError("InversionLoss: f was given without f_gen = G5(w+), the generator's own feature")
+        if f.shape != f_gen.shape:
+            raise ValueError(f"InversionLoss: f {list(f.shape)} and G5(w+) {list(f_gen.shape)} differ in shape")
+        sq = (_upcast(f) - _upcast(f_gen.detach())).square()  # [B, C, h, w]
+        return sq.mean() if self.cfg.freg_reduction == "mean" else sq.flatten(1).sum(1).mean()
+
+    def _align(self, target: torch.Tensor, images: dict[str, torch.Tensor], w: torch.Tensor | None) -> torch.Tensor:
+        if w is None:
+            raise ValueError("InversionLoss: the align term needs w (set align to 0 for a model without one)")
+        if self.cfg.align_on == "input":
+            image = target
+        elif "w" in images:
+            image = images["w"]
+        else:
+            raise ValueError("InversionLoss: align_on='w_image' needs images['w'] = G(w)")
+        align = self.judges["align"]
+        size = getattr(getattr(getattr(align, "aligner", None), "cfg", None), "image_size", None)
+        return align(resize_square(image, size) if size else image, w)
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision values (bf16 autocast judges), other dtypes as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, size, size]: box filter (adaptive average pooling) when shrinking,
+    bilinear when growing; unchanged when already that size."""
+    h, w = image.shape[-2:]
+    if (h, w) == (size, size):
+        return image
+    if h >= size and w >= size:
+        return F.adaptive_avg_pool2d(image, size)
+    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)

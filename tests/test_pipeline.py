@@ -31,7 +31,8 @@ def test_dvc_repro_dry_parses():
 def test_every_stage_cmd_points_at_a_stage_script():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        script = stage["cmd"].split()[-1]
+        stage = stage.get("do", stage)  # a foreach stage's template
+        script = next(token for token in stage["cmd"].split() if token.startswith("stages/"))
         assert script == f"stages/{name}.py" and (ROOT / script).exists()
         assert script in stage["deps"]
 
@@ -44,6 +45,8 @@ TINY = {
     "synthesize": {"n_pairs": 200, "shard_size": 100},
     "train_aligner": {"width": 4, "embed_dim": 16, "heads": 2, "ff_dim": 32, "batch_size": 32, "steps": 6,
                       "warmup_steps": 2, "holdout": 40, "eval_every": 3, "checkpoint_every": 3},
+    "train_encoder": {"common": {"width": 4, "heads": 2, "batch_size": 4, "steps": 2, "log_every": 1,
+                                 "checkpoint_every": 1, "sample_every": 2, "test_images": 8}},
 }
 
 
@@ -81,6 +84,10 @@ def test_dvc_repro_and_exp_run_end_to_end(tmp_path):
     assert aligner["steps"] == 6 and aligner["holdout_pairs"] == 40
     assert 0.0 <= aligner["i2w_top1"] <= aligner["i2w_top5"] <= 1.0
     assert (repo / "data/world/test/labels.csv").exists() and (repo / "data/pairs/stats.pt").exists()
+    encoders = {v: json.loads((repo / f"reports/train_encoder/{v}/metrics.json").read_text()) for v in ("clcae", "psp")}
+    assert set(encoders["clcae"]["test"]) == {"w", "wplus", "f"} and set(encoders["psp"]["test"]) == {"w", "wplus"}
+    assert encoders["clcae"]["steps"] == 2 and encoders["clcae"]["test_images"] == 8
+    assert (repo / "data/encoder/psp/encoder.pt").exists() and (repo / "reports/train_encoder/clcae/samples.png").exists()
     assert "up to date" in dvc("status", cwd=repo).stdout.lower() or dvc("status", cwd=repo).stdout.strip() == ""
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "repro"], cwd=repo,
                    check=True, capture_output=True)
@@ -92,5 +99,8 @@ def test_dvc_repro_and_exp_run_end_to_end(tmp_path):
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
     changed = diff["reports/aligner/metrics.json"]
     assert "temperature" in changed and changed["temperature"]["new"] != changed["temperature"]["old"]
+    # the new aligner changes the align loss of clcae; psp (no align loss) retrains to the same figures
+    assert diff["reports/train_encoder/clcae/metrics.json"]["test.f.mse"]["diff"] != 0
+    assert not any(k.startswith("test.") for k in diff.get("reports/train_encoder/psp/metrics.json", {}))
     params = json.loads(dvc("params", "diff", "--json", cwd=repo).stdout)
     assert params["params.yaml"]["train_aligner.temperature_init"]["new"] == 0.1

@@ -518,10 +518,22 @@ def estimate_latent_avg(G: Generator, n: int = 10_000, seed: int = 0) -> torch.T
     return torch.cat([G.mapping(chunk) for chunk in z.split(2_000)]).mean(0)
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
-    """Load a rosinality-layout StyleGAN2 checkpoint; eval mode, requires_grad off."""
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", trust: bool | None = None) -> Generator:
+    """Load a rosinality-layout StyleGAN2 checkpoint; eval mode, requires_grad off.
+
+    Read weights-only by :func:`clcae.io.read_checkpoint` (``trust`` as there)."""
     path = os.fspath(path)
-    state, latent_avg = generator_state(read_checkpoint(path), path)
+    state, latent_avg = generator_state(read_checkpoint(path, trust=trust), path)
+    return generator_from_state(state, latent_avg, path, device)
+
+
+def generator_from_state(state: dict, latent_avg: torch.Tensor | None = None, path: str = "<state dict>",
+                         device: str | torch.device = "cpu") -> Generator:
+    """A rosinality-layout state dict (+ latent_avg, estimated when None) -> Generator; eval, frozen.
+
+    Shared by :func:`load_generator` and loaders of checkpoints that embed a generator (CLCAE's
+    ``decoder.*``); ``path`` names the source in errors.
+    """
     cfg = infer_generator_config(state, path)
     G = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], channels=cfg["channels"],
                   blur_kernel=cfg["blur_kernel"], lr_mlp=ROSINALITY_LR_MLP)

@@ -21,6 +21,7 @@ from clcae.io import atomic_path, save_image_grid, save_json
 from clcae.nets.stylegan2 import load_generator
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.quality import generator_quality
+from clcae.worlds.procfaces.world import load_train_images  # noqa: F401  (moved there; the shards' reader)
 from clcae.worlds.procfaces.world_cnn import WorldCNNConfig, load_world_cnn, train_world_cnn
 
 
@@ -32,19 +33,6 @@ def write_train_shards(images, u, person_id, labels, folder: Path, shard_size: i
             torch.save({"images": images[sl].clone(), "u": u[sl].clone(), "person_id": person_id[sl].clone(),
                         "labels": labels[sl].clone(), "attributes": list(procfaces.ATTRIBUTES)},
                        tmp / f"shard_{i:03d}.pt")
-
-
-def load_train_images(folder: Path, limit: int | None = None) -> torch.Tensor:
-    """uint8 [N, 3, S, S] from the train shards, in order."""
-    images, n = [], 0
-    for shard in sorted(Path(folder).glob("shard_*.pt")):
-        images.append(torch.load(shard)["images"])
-        n += len(images[-1])
-        if limit is not None and n >= limit:
-            break
-    if not images:
-        raise FileNotFoundError(f"{folder}: no shard_*.pt files (run `dvc repro world`)")
-    return torch.cat(images)[:limit]
 
 
 def run(params: Params) -> dict:

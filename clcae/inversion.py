@@ -1,0 +1,91 @@
+"""Inversion API for everything after the encoder: images -> (w, w+, f) and their renders.
+
+``invert(encoder, G, images)`` runs the trained encoder and the frozen generator in batches
+under ``torch.inference_mode()``: I1 = G(w), I2 = G(w+), I3 = G(w+, f) with f replacing the
+generator's F layer (blend 1, as at inference). Images of any size are resized (antialiased)
+to the encoder's input side; renders come back at that side too, so inputs and
+reconstructions compare pixel for pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from clcae.images import to_float
+from clcae.nets.encoder import CLCAEEncoder, EncoderOutput, check_compatible, load_encoder  # noqa: F401 (re-export)
+
+
+@dataclass
+class Inversion:
+    """One batch inverted: latents and the three reconstructions, images in [-1, 1]."""
+    w: torch.Tensor                   # [B, D]
+    wplus: torch.Tensor               # [B, N, D]
+    f: torch.Tensor | None            # [B, C, H, W] (None for a W+-only encoder)
+    image_w: torch.Tensor             # [B, 3, S, S]  G(w)
+    image_wplus: torch.Tensor         # [B, 3, S, S]  G(w+)
+    image_f: torch.Tensor | None      # [B, 3, S, S]  G(w+, f)
+
+    def images(self) -> dict[str, torch.Tensor]:
+        """The reconstructions by space: {'w', 'wplus'[, 'f']}."""
+        out = {"w": self.image_w, "wplus": self.image_wplus}
+        if self.image_f is not None:
+            out["f"] = self.image_f
+        return out
+
+
+def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, 3, H, W] -> [B, 3, size, size]: antialiased bilinear down, bilinear up, no-op at size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    down = images.shape[-1] > size
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=down, align_corners=False)
+
+
+def pool_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Generator output -> the encoder's side by average pooling (pSp's face_pool), no-op at size."""
+    if images.shape[-1] == size:
+        return images
+    return F.adaptive_avg_pool2d(images, (size, size))
+
+
+def render(G, out: EncoderOutput, size: int, feature_layer: int = 5, feature_blend: float = 1.0,
+           return_features: bool = False):
+    """The renders of one encoder output at side ``size``: {'w': G(w), 'wplus': G(w+)[, 'f': G(w+, f)]}.
+
+    With ``return_features`` also G's own output at ``feature_layer`` for w+ (G5(w+), the target
+    of the F regularisation), captured in the G(w+) pass.
+    """
+    n = G.n_latent
+    images = {"w": pool_to(G.synthesis(out.w[:, None].expand(-1, n, -1)), size)}
+    image_wplus, f_gen = G.synthesis(out.wplus, feature_layer=feature_layer, return_features=True)
+    images["wplus"] = pool_to(image_wplus, size)
+    if out.f is not None:
+        image_f = G.synthesis(out.wplus, feature=out.f, feature_layer=feature_layer, feature_blend=feature_blend)
+        images["f"] = pool_to(image_f, size)
+    return (images, f_gen) if return_features else images
+
+
+@torch.inference_mode()
+def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32) -> Inversion:
+    """Invert a batch of images (uint8 [0, 255] or float [-1, 1], [B, 3, H, W], any H = W).
+
+    Runs in eval mode in chunks of ``batch_size``; results are on the encoder's device.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"invert: images must be [B, 3, H, W], got {list(images.shape)}")
+    check_compatible(encoder, G)
+    was_training = encoder.training
+    encoder.eval()
+    device = encoder.w_avg.device
+    size, layer = encoder.cfg.image_size, encoder.cfg.feature_layer
+    parts: list[Inversion] = []
+    for chunk in images.split(batch_size):
+        x = resize_to(to_float(chunk).to(device), size)
+        out = encoder(x)
+        rec = render(G, out, size, layer)
+        parts.append(Inversion(out.w, out.wplus, out.f, rec["w"], rec["wplus"], rec.get("f")))
+    encoder.train(was_training)
+    return Inversion(**{k: (None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts]))
+                        for k in Inversion.__dataclass_fields__})

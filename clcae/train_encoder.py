@@ -1,0 +1,260 @@
+"""Stage `train_encoder@<variant>`: the CLCAE inversion encoder (CLCAE step 2) and its baselines.
+
+The encoder (``clcae/nets/encoder.py``) maps an image to w, w+ and f; the generator is frozen
+and renders I1 = G(w), I2 = G(w+) and I3 = G(w+, f) (f blended into the F layer while
+training, see ``clcae/schedules.py``). The loss (``clcae/losses.py``) sums L2 + the world's
+perceptual distance + identity over the three renders, plus the F regularisation and the
+frozen aligner's L_align. The judges come from :func:`clcae.worlds.load_world`: this module
+does not know which world it runs in.
+
+Variants (``train_encoder.variants``) are switch settings over ``train_encoder.common``: the
+default pipeline trains ``clcae`` and the pSp-style baseline ``psp`` on the same data,
+generator and step budget, each into ``<out_dir>/<variant>/`` and ``<report_dir>/<variant>/``.
+
+Single process: ``python stages/train_encoder.py --variant clcae``. DDP:
+``torchrun --nproc_per_node N stages/train_encoder.py --variant clcae`` (the global batch is
+split over the ranks; the align loss gathers its negatives across ranks; BatchNorm statistics
+are per rank, as in pSp; ``SyncBatchNorm`` on GPUs). Resumes from ``<out_dir>/<variant>/.resume/``
+when interrupted (SIGTERM / Ctrl-C save a resume point); a finished run removes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from clcae.config import ConfigError, EncoderTrainConfig
+from clcae.data import ImageSet
+from clcae.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process
+from clcae.images import to_float, to_uint8
+from clcae.inversion import invert, render
+from clcae.io import save_image_grid, save_json
+from clcae.losses import AlignLoss, InversionLoss, InversionLossConfig
+from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, check_compatible, save_encoder
+from clcae.nets.stylegan2 import load_generator
+from clcae.optim import make_optimizer
+from clcae.schedules import feature_blend
+from clcae.train_aligner import BatchSchedule
+from clcae.training import (LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at, rng_state, set_lr,
+                            set_rng_state, stage_code_signature)
+from clcae.worlds import World, load_world
+
+RESUME_FILE = Path(".resume") / "state.pt"  # under <out_dir>/<variant>; untracked
+SPACES = ("w", "wplus", "f")
+
+
+def encoder_config(cfg: EncoderTrainConfig, G, image_size: int) -> EncoderConfig:
+    return EncoderConfig.from_generator(G, image_size, feature_layer=cfg.feature_layer, num_layers=cfg.num_layers,
+                                        width=cfg.width, heads=cfg.heads, dropout=cfg.dropout, w_attention=cfg.w_attention,
+                                        f_attention=cfg.f_attention, use_f=cfg.use_f)
+
+
+def loss_config(cfg: EncoderTrainConfig) -> InversionLossConfig:
+    return InversionLossConfig(l2=cfg.l2, perceptual=cfg.perceptual, identity=cfg.identity,
+                               freg=cfg.freg if cfg.use_f else 0.0, align=cfg.align, align_on=cfg.align_on)
+
+
+def average_image(G, size: int) -> torch.Tensor:
+    """G(w_avg) at the encoder's side [1, 3, S, S]: the image the encoder input is centred on (pSp)."""
+    from clcae.inversion import pool_to
+
+    with torch.inference_mode():
+        w = G.latent_avg[None, None].expand(1, G.n_latent, -1)
+        return pool_to(G.synthesis(w), size).float().clone()
+
+
+def build_encoder(cfg: EncoderTrainConfig, G, image_size: int) -> CLCAEEncoder:
+    encoder = CLCAEEncoder(encoder_config(cfg, G, image_size))
+    encoder.set_averages(average_image(G, image_size).cpu(), G.latent_avg.detach().cpu())
+    check_compatible(encoder, G)
+    return encoder
+
+
+class TrainStep:
+    """One optimisation step's forward: encoder -> three renders -> the inversion loss."""
+
+    def __init__(self, net, G, loss_fn: InversionLoss, cfg: EncoderTrainConfig, image_size: int,
+                 steps_per_epoch: int):
+        self.net, self.G, self.loss_fn, self.cfg = net, G, loss_fn, cfg
+        self.image_size, self.steps_per_epoch = image_size, steps_per_epoch
+
+    def blend(self, step: int) -> float:
+        return feature_blend(step, self.cfg.feature_blend, self.steps_per_epoch, self.cfg.steps, self.cfg.blend_rate)
+
+    def __call__(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.net(x)
+        images, f_gen = render(self.G, out, self.image_size, self.cfg.feature_layer, self.blend(step),
+                               return_features=True)
+        return self.loss_fn(x, images, out.w, out.f, f_gen)
+
+
+@torch.inference_mode()
+def score_split(encoder, G, world: World, images: ImageSet, n: int, batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """Mean reconstruction figures per space on the first ``n`` of ``images``: MSE on [0, 1],
+    pSp's L2 on [-1, 1], the world's perceptual distance and identity similarity."""
+    sums: dict[str, dict[str, float]] = {}
+    n = min(n, len(images))
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(start + batch_size, n))
+        x = to_float(images.batch(idx)).to(encoder.w_avg.device)
+        inv = invert(encoder, G, x, batch_size=batch_size)
+        target_id = world.identity(x)
+        for space, rec in inv.images().items():
+            rec = rec.clamp(-1, 1)
+            l2 = (rec - x).pow(2).flatten(1).mean(1)  # [B] on [-1, 1]
+            figures = {"mse": l2 / 4, "l2": l2, world.perceptual_name: world.perceptual(rec, x),
+                       f"{world.identity_name}_similarity": (world.identity(rec) * target_id).sum(1)}
+            acc = sums.setdefault(space, {})
+            for name, values in figures.items():
+                acc[name] = acc.get(name, 0.0) + values.float().sum().item()
+    return {space: {k: v / n for k, v in figures.items()} for space, figures in sums.items()}
+
+
+@torch.inference_mode()
+def sample_grid(encoder, G, images: torch.Tensor, path: Path) -> None:
+    """Rows of input | G(w) | G(w+) | G(w+, f) for up to 8 images."""
+    inv = invert(encoder, G, images)
+    columns = [to_float(images).to(inv.image_w.device)] + list(inv.images().values())
+    grid = torch.stack(columns, 1).flatten(0, 1)  # [B * cols, 3, S, S]
+    save_image_grid(to_uint8(grid).cpu(), path, nrow=len(columns))
+
+
+def run_signature(params, cfg: EncoderTrainConfig, world_size: int, data: dict) -> dict:
+    return {"params": {**dataclasses.asdict(cfg), "seed": params.shared.seed, "world_size": world_size},
+            "data": data, "code": stage_code_signature("train_encoder")}
+
+
+def run(params, variant: str = "clcae") -> dict:
+    """Stage entry: train one variant; writes the encoder, metrics, curves and sample grid."""
+    cfg = params.train_encoder.variant(variant)
+    rank, world_size, _, device = init_distributed(params.shared.device)
+    try:
+        return train(params, cfg, variant, rank, world_size, device)
+    finally:
+        cleanup_distributed()
+
+
+def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: int, device) -> dict:
+    seed = params.shared.seed
+    out = Path(params.train_encoder.out_dir) / variant
+    report = Path(params.train_encoder.report_dir) / variant
+    G = load_generator(params.shared.generator, device=device).eval().requires_grad_(False)
+    image_size = cfg.image_size or G.size
+    world = load_world(params, device)
+    train_set, test_set = world.train_images(image_size), world.test_images(image_size)
+    if cfg.batch_size % world_size:
+        raise ConfigError(f"train_encoder: batch_size ({cfg.batch_size}) must divide over {world_size} ranks")
+    schedule = BatchSchedule(len(train_set), cfg.batch_size, seed, what="train_encoder.batch_size")
+
+    torch.manual_seed(seed)
+    encoder = build_encoder(cfg, G, image_size).to(device).train()
+    net = encoder
+    if world_size > 1:
+        if device.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = torch.nn.parallel.DistributedDataParallel(net)
+    align = None
+    if cfg.align > 0:
+        from clcae.nets.aligner import load_aligner
+
+        aligner_path = Path(params.train_aligner.out_dir) / "aligner.pt"
+        align = AlignLoss(load_aligner(aligner_path, device), mode="infonce")
+    loss_fn = InversionLoss(loss_config(cfg), world.perceptual, world.identity, align)
+    opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step_fn = TrainStep(net, G, loss_fn, cfg, image_size, schedule.per_epoch)
+
+    data = {"train_images": len(train_set), "train_names": _names_digest(train_set), "world": world.name,
+            "generator": _file_stamp(Path(params.shared.generator)), "aligner": _file_stamp(
+        Path(params.train_aligner.out_dir) / "aligner.pt") if align is not None else None}
+    point = ResumePoint(out / RESUME_FILE, run_signature(params, cfg, world_size, data))
+    state = point.load() or {}
+    step, seconds = state.get("step", 0), state.get("seconds", 0.0)
+    if state:
+        encoder.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        set_rng_state(state["rng"], device)
+    log = LiveLog(report / "live", rows=state.get("history", []), enabled=is_main_process())
+    start = time.perf_counter() - seconds
+
+    def save_point() -> None:
+        if is_main_process():
+            point.save({"step": step, "seconds": time.perf_counter() - start, "model": encoder.state_dict(),
+                        "opt": opt.state_dict(), "rng": rng_state(device), "history": log.rows})
+
+    fixed = test_set.batch(torch.arange(min(8, len(test_set))))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main_process(), desc=f"encoder {variant}")
+    with StopOnSignal(device) as stop:
+        while step < cfg.steps:
+            idx = schedule(step)[rank::world_size]
+            x = to_float(train_set.batch(idx)).to(device, non_blocking=True)
+            set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr_frac))
+            with autocast:
+                loss, terms = step_fn(x, step)
+            check_finite(terms, step, f"train_encoder@{variant}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                logged = {f"train/{k}": all_reduce_mean(v.detach().float()).item() for k, v in terms.items()}
+                logged["train/blend"] = step_fn.blend(step - 1)
+                logged["train/lr"] = opt.param_groups[0]["lr"]
+                logged["train/minutes"] = (time.perf_counter() - start) / 60
+                log.log(step, logged)
+                bar.set_postfix(loss=f"{logged['train/total']:.3f}")
+            if is_main_process() and (step % cfg.sample_every == 0 or step == cfg.steps):
+                sample_grid(encoder, G, fixed, report / "samples.png")
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                save_point()
+            if stop.requested():
+                save_point()
+                barrier()
+                raise stop.interrupted(f"train_encoder@{variant}", step, point.path)
+    bar.close()
+    identical = replicas_identical(encoder)
+    barrier()
+    if not is_main_process():
+        return {}
+    minutes = (time.perf_counter() - start) / 60
+    encoder.eval()
+    n_test = min(cfg.test_images or len(test_set), len(test_set))
+    test = score_split(encoder, G, world, test_set, n_test)
+    train_scores = score_split(encoder, G, world, train_set, 256)
+    save_encoder(encoder.cpu(), out / "encoder.pt", variant=variant, steps=step)
+    metrics = {"test": test, "train_256": train_scores, "test_images": n_test, "steps": step,
+               "batch_size": cfg.batch_size, "world_size": world_size, "replicas_identical": identical,
+               "parameters": sum(p.numel() for p in encoder.parameters()), "minutes": round(minutes, 2),
+               "device": str(device), "world": world.name}
+    save_json(metrics, report / "metrics.json")
+    log.end()
+    point.remove()
+    return metrics
+
+
+def replicas_identical(model: torch.nn.Module) -> bool:
+    """Under DDP: every rank holds the same weights (max |p - mean_p| over ranks is 0)."""
+    from clcae.distributed import get_world_size, is_distributed
+
+    if not is_distributed() or get_world_size() == 1:
+        return True
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    return bool((all_reduce_mean(flat) - flat).abs().max().item() == 0.0)
+
+
+def _names_digest(images: ImageSet) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(map(str, images.names)).encode()).hexdigest()
+
+
+def _file_stamp(path: Path) -> dict:
+    from clcae.synthesize import file_sha256
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing (run `dvc repro train_aligner`, or set align: 0)")
+    return {"path": str(path), "sha256": file_sha256(path)}

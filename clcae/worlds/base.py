@@ -1,0 +1,88 @@
+"""The World interface: the judges and the images of one world, behind one set of names.
+
+Everything after the aligner (the encoder's losses, the directions, the evaluation) takes a
+:class:`World` and never asks which one it is. A world holds frozen networks (eval mode,
+``requires_grad`` off) that stay differentiable in their input, so a judge can be a loss.
+
+A World is deliberately not an ``nn.Module``: its judges must not join a trainer's parameters,
+state dict, DDP wrapper or ``.train()`` calls.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from clcae.data import ImageSet
+from clcae.images import to_float
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no parameter gradients; gradients still flow to the input."""
+    return module.eval().requires_grad_(False)
+
+
+def check_images(x: torch.Tensor, who: str) -> torch.Tensor:
+    """Square ``[B, 3, H, H]`` images as floats in [-1, 1] (uint8 is converted)."""
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise ValueError(f"{who}: expected square images [B, 3, H, H] in [-1, 1], got {tuple(x.shape)}")
+    return to_float(x)
+
+
+class World(ABC):
+    """Judges (identity, perceptual distance, attributes, features) and train/test images."""
+
+    name: str
+    image_size: int              # side the judges natively work at
+    attribute_names: list[str]   # [] when the world has no attribute classifier
+    identity_name: str           # metric name of 1 - cos / cos of identity(x)
+    perceptual_name: str         # "lpips" only for real LPIPS-AlexNet
+    features_name: str           # what features(x) are, for distribution (Frechet) metrics
+    no_attributes_hint: str = ""  # appended to the error of attributes() when there are none
+    device: torch.device = torch.device("cpu")
+
+    @abstractmethod
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, H]`` in [-1, 1] -> unit identity embeddings ``[B, D]``."""
+
+    @abstractmethod
+    def perceptual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Perceptual distance ``[B]`` between two image batches of one shape."""
+
+    @abstractmethod
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, D']`` features for Frechet-distance statistics."""
+
+    @abstractmethod
+    def _attributes(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` attribute readout, in ``attribute_names`` order."""
+
+    @abstractmethod
+    def train_images(self, size: int) -> ImageSet:
+        """The world's "FFHQ" at ``size`` px."""
+
+    @abstractmethod
+    def test_images(self, size: int) -> ImageSet:
+        """The world's "CelebA-HQ" at ``size`` px."""
+
+    @abstractmethod
+    def judges(self) -> list[nn.Module]:
+        """The frozen networks, for :meth:`to`."""
+
+    def attributes(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` attribute readout; an error when this world has no attribute classifier."""
+        if not self.attribute_names:
+            raise RuntimeError(f"world {self.name!r} has no attribute classifier{self.no_attributes_hint}")
+        return self._attributes(x)
+
+    def to(self, device: str | torch.device) -> "World":
+        self.device = torch.device(device)
+        for judge in self.judges():
+            judge.to(self.device)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, image_size={self.image_size}, "
+                f"identity={self.identity_name!r}, perceptual={self.perceptual_name!r}, "
+                f"features={self.features_name!r}, attributes={self.attribute_names})")

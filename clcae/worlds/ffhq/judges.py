@@ -1,0 +1,188 @@
+"""The ffhq world's judges, each loaded from a local file (nothing is downloaded at run time).
+
+* LPIPS-AlexNet through the ``lpips`` package: its linear layers ship with the package; the
+  ImageNet AlexNet trunk is torchvision's ``alexnet-owt-7be5be79.pth``, read from where
+  torchvision caches it (``torch.hub.get_dir()/checkpoints``) or from a given path.
+* An attribute classifier in a small documented format (:func:`save_attribute_classifier`).
+* Inception-v3 pool features from torchvision's ImageNet weights, for Frechet statistics.
+ArcFace itself is :mod:`clcae.nets.irse` (``load_arcface``, ``IDEncoder``).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clcae.data import resize
+from clcae.worlds.base import freeze
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
+INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
+INCEPTION_URL = f"https://download.pytorch.org/models/{INCEPTION_FILE}"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def torchvision_cache(file: str) -> Path:
+    """Where torchvision looks for (and would download) a weights file."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / file
+
+
+def lpips_linear_path() -> Path:
+    """LPIPS's calibrated linear layers for AlexNet, shipped inside the lpips package."""
+    import lpips
+
+    return Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
+
+
+def load_lpips_alex(alexnet: str | os.PathLike | None = None) -> nn.Module:
+    """LPIPS-AlexNet (v0.1) with its ImageNet trunk from ``alexnet`` (default: torchvision's cache).
+
+    The trunk is built randomly (``pnet_rand``, so the lpips package never downloads) and then
+    filled from the file; a missing file stops with where torchvision expects it.
+    """
+    import lpips
+
+    trunk = Path(alexnet) if alexnet else torchvision_cache(ALEXNET_FILE)
+    linear = lpips_linear_path()
+    where = (f"LPIPS's own linear weights are {linear}"
+             + ("" if linear.is_file() else " (also missing: reinstall the lpips package)"))
+    if not trunk.is_file():
+        raise FileNotFoundError(
+            f"LPIPS-AlexNet: the ImageNet AlexNet backbone {trunk} is missing. torchvision expects it at "
+            f"torch.hub.get_dir()/checkpoints/{ALEXNET_FILE} = {torchvision_cache(ALEXNET_FILE)} "
+            f"(TORCH_HOME moves it); fetch {ALEXNET_URL} there, or set ffhq.lpips_alexnet to its path. "
+            f"{where}. Nothing is downloaded at run time.")
+    if not linear.is_file():
+        raise FileNotFoundError(f"LPIPS-AlexNet: {where}")
+    with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation, inside lpips
+        warnings.simplefilter("ignore")
+        net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    try:
+        state = torch.load(trunk, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"{trunk}: not a readable AlexNet state dict ({type(e).__name__}: {e})") from e
+    # lpips splits torchvision's alexnet.features into slice1..5, keeping the layer indices
+    own = net.net.state_dict()  # slice2.3.weight <- features.3.weight
+    wanted = {key: "features." + key.split(".", 1)[1] for key in own}
+    missing = [src for src in wanted.values() if src not in state]
+    if missing:
+        raise ValueError(f"{trunk}: not a torchvision AlexNet state dict: missing {missing[:4]}")
+    wrong = [src for key, src in wanted.items() if state[src].shape != own[key].shape]
+    if wrong:
+        raise ValueError(f"{trunk}: AlexNet layers of the wrong shape: {wrong[:4]}")
+    net.net.load_state_dict({key: state[src] for key, src in wanted.items()})
+    return freeze(net)
+
+
+def lpips_distance(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """LPIPS ``[B]`` of images in [-1, 1] (spatially averaged)."""
+    if x.shape != y.shape:
+        raise ValueError(f"lpips: shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}")
+    return net(x, y).flatten()
+
+
+# ----------------------------------------------------------------------------- attribute classifier
+
+CLASSIFIER_FORMAT = "clcae.attribute_classifier/1"
+CLASSIFIER_ARCHS = ("resnet18", "resnet34", "resnet50")
+
+
+class AttributeClassifier(nn.Module):
+    """A torchvision ResNet whose ``fc`` has one output per attribute (logits or scores).
+
+    Input: images in [-1, 1], resized to ``input_size`` and ImageNet-normalised inside.
+    File format (:func:`save_attribute_classifier`): ``torch.save`` of
+    ``{'format': 'clcae.attribute_classifier/1', 'arch': 'resnet18' | 'resnet34' | 'resnet50',
+    'attribute_names': [K names], 'input_size': int, 'state_dict': the ResNet's state dict}``.
+    """
+
+    def __init__(self, arch: str, attribute_names: list[str], input_size: int = 224):
+        super().__init__()
+        import torchvision
+
+        if arch not in CLASSIFIER_ARCHS:
+            raise ValueError(f"attribute classifier arch must be one of {CLASSIFIER_ARCHS}, got {arch!r}")
+        self.arch, self.attribute_names, self.input_size = arch, list(attribute_names), int(input_size)
+        self.net = getattr(torchvision.models, arch)(weights=None, num_classes=len(self.attribute_names))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = resize((x + 1) / 2, self.input_size)  # [B, 3, s, s] in [0, 1]
+        return self.net((x - self.mean) / self.std)  # [B, K]
+
+
+def save_attribute_classifier(model: AttributeClassifier, path: str | os.PathLike) -> None:
+    from clcae.io import save_torch
+
+    save_torch({"format": CLASSIFIER_FORMAT, "arch": model.arch, "attribute_names": model.attribute_names,
+                "input_size": model.input_size,
+                "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()}}, path)
+
+
+def load_attribute_classifier(path: str | os.PathLike) -> AttributeClassifier:
+    """Read the format of :class:`AttributeClassifier`; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: attribute classifier not found (ffhq.attribute_classifier)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable attribute classifier ({type(e).__name__}: {e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != CLASSIFIER_FORMAT:
+        got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(f"{path}: not an attribute classifier file (format {got!r}, expected "
+                         f"{CLASSIFIER_FORMAT!r}; see clcae.worlds.ffhq.judges.AttributeClassifier)")
+    missing = [k for k in ("arch", "attribute_names", "state_dict") if k not in blob]
+    if missing:
+        raise ValueError(f"{path}: attribute classifier lacks key(s) {missing}")
+    model = AttributeClassifier(blob["arch"], blob["attribute_names"], blob.get("input_size", 224))
+    try:
+        model.net.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: state_dict does not fit {blob['arch']} with "
+                         f"{len(model.attribute_names)} attributes: {e}") from e
+    return freeze(model)
+
+
+# ----------------------------------------------------------------------------- Inception features
+
+
+class InceptionPool(nn.Module):
+    """torchvision's ImageNet Inception-v3, 2048-d average-pool features of 299 px inputs.
+
+    Not the TensorFlow FID Inception: Frechet distances through it are FID-like, not comparable
+    to published FID figures (hence the name ``inception_v3_imagenet_pool``).
+    """
+
+    def __init__(self):
+        super().__init__()
+        import torchvision
+
+        # transform_input off: [-1, 1] inputs are already Google's Inception normalisation
+        self.net = torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=False,
+                                                   init_weights=False)
+        self.net.fc = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(resize(x, 299))  # [B, 2048] (eval mode: no aux output)
+
+
+def load_inception(path: str | os.PathLike) -> InceptionPool:
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable Inception-v3 state dict ({type(e).__name__}: {e})") from e
+    model = InceptionPool()
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        model.net.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not torchvision's Inception-v3 weights: {e}") from e
+    return freeze(model)

@@ -1,0 +1,84 @@
+"""The ffhq world behind the World interface (paper scale).
+
+identity: ArcFace IR-SE50 on the face crop [35:223, 32:220] of a 256 image pooled to 112
+(pSp's IDLoss; other sizes are pooled to 256 first). perceptual: LPIPS-AlexNet at 256 px, as pSp
+scores it. attributes: a classifier checkpoint when ``ffhq.attribute_classifier`` is set.
+features: Inception-v3 pool features when its weights are present, else the ArcFace embeddings
+(named so). Images: the folders ``ffhq.train_dir`` (FFHQ) and ``ffhq.test_dir`` (CelebA-HQ test).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clcae.data import FolderImages, ImageSet, resize
+from clcae.nets.irse import IDEncoder, load_arcface
+from clcae.worlds.base import World, check_images, freeze
+from clcae.worlds.ffhq.judges import (INCEPTION_FILE, load_attribute_classifier, load_inception, load_lpips_alex,
+                                      lpips_distance, torchvision_cache)
+
+SIZE = 256
+ARCFACE_HINT = ("ArcFace IR-SE50 (model_ir_se50.pth, TreB1eN/InsightFace_Pytorch's weights as linked in "
+                "pSp's README)")
+
+
+class FFHQWorld(World):
+    name = "ffhq"
+    image_size = SIZE
+    identity_name = "arcface_id"
+    perceptual_name = "lpips"
+    no_attributes_hint = " (set ffhq.attribute_classifier to a classifier file; see AttributeClassifier)"
+
+    def __init__(self, arcface: nn.Module, lpips_net: nn.Module, classifier: nn.Module | None = None,
+                 inception: nn.Module | None = None, train_dir: str | Path = "", test_dir: str | Path = ""):
+        self.id_encoder = freeze(IDEncoder(arcface))
+        self.lpips = freeze(lpips_net)
+        self.classifier = None if classifier is None else freeze(classifier)
+        self.inception = None if inception is None else freeze(inception)
+        self.attribute_names = [] if classifier is None else list(classifier.attribute_names)
+        self.features_name = "arcface_embedding" if inception is None else "inception_v3_imagenet_pool"
+        self.train_dir, self.test_dir = Path(train_dir), Path(test_dir)
+
+    @classmethod
+    def from_params(cls, params) -> "FFHQWorld":
+        cfg = params.ffhq
+        arcface = Path(cfg.arcface)
+        if not arcface.is_file():
+            raise FileNotFoundError(f"{arcface}: {ARCFACE_HINT} not found; put it there or set ffhq.arcface")
+        inception = Path(cfg.inception) if cfg.inception else torchvision_cache(INCEPTION_FILE)
+        if cfg.inception and not inception.is_file():
+            raise FileNotFoundError(f"{inception}: Inception-v3 weights not found (ffhq.inception)")
+        return cls(load_arcface(arcface), load_lpips_alex(cfg.lpips_alexnet),
+                   load_attribute_classifier(cfg.attribute_classifier) if cfg.attribute_classifier else None,
+                   load_inception(inception) if inception.is_file() else None,
+                   cfg.train_dir, cfg.test_dir)
+
+    def judges(self) -> list[nn.Module]:
+        return [m for m in (self.id_encoder, self.lpips, self.classifier, self.inception) if m is not None]
+
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        return self.id_encoder(check_images(x, "identity"))  # [B, 512], unit norm
+
+    def perceptual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = check_images(x, "perceptual"), check_images(y, "perceptual")
+        return lpips_distance(self.lpips, resize(x, SIZE), resize(y, SIZE))  # [B]
+
+    def _attributes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(check_images(x, "attributes"))  # [B, K]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_images(x, "features")
+        return self.identity(x) if self.inception is None else self.inception(x)  # [B, 512 | 2048]
+
+    def _folder(self, folder: Path, key: str, size: int) -> ImageSet:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: image folder not found (ffhq.{key})")
+        return FolderImages(folder, size)
+
+    def train_images(self, size: int) -> ImageSet:
+        return self._folder(self.train_dir, "train_dir", size)
+
+    def test_images(self, size: int) -> ImageSet:
+        return self._folder(self.test_dir, "test_dir", size)

@@ -1,0 +1,92 @@
+"""The procfaces world behind the World interface: the world CNN judges, the world stage's data.
+
+All three judges are the one world CNN (:mod:`world_cnn`): identity embedding (ArcFace's role),
+attribute heads (the classifier's), and its multi-layer feature distance (LPIPS's role, so it is
+named ``world_perceptual``, not ``lpips``). Train images are the world stage's shards
+(``<world.out_dir>/train/shard_*.pt``), test images its PNG folder (``<world.out_dir>/test``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from clcae.data import FolderImages, ImageSet, TensorImages
+from clcae.worlds.base import World, check_images, freeze
+from clcae.worlds.procfaces import procfaces as pf
+from clcae.worlds.procfaces.world_cnn import INPUT_SIZE, WorldCNN, load_world_cnn, perceptual_distance
+
+MAKE = "`dvc repro world` makes it"
+
+
+def load_train_shards(folder: str | Path, limit: int | None = None) -> tuple[torch.Tensor, pd.DataFrame]:
+    """uint8 images ``[N, 3, S, S]`` and labels (person_id + attributes) from the train shards, in order."""
+    images, rows, n = [], [], 0
+    for shard in sorted(Path(folder).glob("shard_*.pt")):
+        blob = torch.load(shard, weights_only=True)
+        images.append(blob["images"])
+        frame = pd.DataFrame(blob["labels"].numpy(), columns=blob.get("attributes", pf.ATTRIBUTES))
+        frame.insert(0, "person_id", blob["person_id"].numpy())
+        rows.append(frame)
+        n += len(images[-1])
+        if limit is not None and n >= limit:
+            break
+    if not images:
+        raise FileNotFoundError(f"{folder}: no shard_*.pt files ({MAKE})")
+    return torch.cat(images)[:limit], pd.concat(rows, ignore_index=True).iloc[:limit]
+
+
+def load_train_images(folder: str | Path, limit: int | None = None) -> torch.Tensor:
+    """uint8 ``[N, 3, S, S]`` from the train shards, in order."""
+    return load_train_shards(folder, limit)[0]
+
+
+class ProcFacesWorld(World):
+    name = "procfaces"
+    image_size = INPUT_SIZE
+    identity_name = "world_id"
+    perceptual_name = "world_perceptual"
+    features_name = "world_pooled"
+
+    def __init__(self, cnn: WorldCNN, out_dir: str | Path):
+        self.cnn = freeze(cnn)
+        self.out_dir = Path(out_dir)
+        self.attribute_names = list(pf.ATTRIBUTES)[:cnn.n_attributes]
+        self._train: tuple[torch.Tensor, pd.DataFrame] | None = None  # loaded once, on first use
+
+    @classmethod
+    def from_params(cls, params) -> "ProcFacesWorld":
+        out = Path(params.world.out_dir)
+        path = out / "world_cnn.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: world CNN checkpoint not found ({MAKE}; path from world.out_dir)")
+        return cls(load_world_cnn(path), out)
+
+    def judges(self) -> list[torch.nn.Module]:
+        return [self.cnn]
+
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn.identity(check_images(x, "identity"))  # [B, 128], unit norm
+
+    def perceptual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return perceptual_distance(self.cnn, check_images(x, "perceptual"), check_images(y, "perceptual"))  # [B]
+
+    def _attributes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn.attributes(check_images(x, "attributes"))  # [B, 7]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn.pooled(check_images(x, "features"))  # [B, w4]
+
+    def train_images(self, size: int) -> ImageSet:
+        if self._train is None:
+            self._train = load_train_shards(self.out_dir / "train")
+        images, labels = self._train
+        names = [f"train/{i:06d}" for i in range(len(images))]
+        return TensorImages(images, names=names, labels=labels, size=size)
+
+    def test_images(self, size: int) -> ImageSet:
+        folder = self.out_dir / "test"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: test image folder not found ({MAKE})")
+        return FolderImages(folder, size)

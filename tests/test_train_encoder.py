@@ -1,0 +1,212 @@
+"""train_encoder: the real stage entry point on a tiny world; overfitting, exact resume, DDP, the inversion API."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import clcae.train_encoder as te
+from clcae.config import Params, build
+from clcae.images import to_float
+from clcae.inversion import invert
+from clcae.losses import InversionLoss, InversionLossConfig
+from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
+from clcae.nets.encoder import load_encoder
+from clcae.nets.stylegan2 import Generator, save_generator
+from clcae.worlds.procfaces import procfaces as pf
+from clcae.worlds.procfaces import world_cnn as wc
+from clcae.worlds.procfaces.stage import write_train_shards
+from conftest import ROOT
+
+# encoder side 32 -> T3 8x8; the tiny generator's layer 3 (second conv at 8x8) is F
+TINY_ENCODER = {"num_layers": 18, "width": 4, "heads": 2, "dropout": 0.0, "feature_layer": 3, "batch_size": 4,
+                "steps": 6, "lr": 1e-3, "warmup_steps": 1, "log_every": 2, "checkpoint_every": 2,
+                "sample_every": 3, "test_images": 4, "optimizer": "ranger"}
+
+
+def tiny_generator() -> Generator:
+    torch.manual_seed(0)
+    G = Generator(32, 16, 2, channels={4: 16, 8: 16, 16: 8, 32: 8}).eval()
+    G.latent_avg.copy_(G.mapping(torch.randn(1000, 16)).mean(0))
+    return G
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """A world stage's outputs in miniature, a tiny generator and a tiny aligner on disk."""
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    cnn = wc.WorldCNN(widths=(8, 8, 16, 16, 16), emb_dim=16)
+    cnn.train()(pf.render(pf.decode(pf.sample_latents(8, torch.Generator().manual_seed(0)))))
+    wc.save_world_cnn(cnn.eval(), root / "world" / "world_cnn.pt")
+    images, u, pid, labels = pf.render_split("train", 8, 2, seed=0)
+    write_train_shards(images, u, pid, labels, root / "world" / "train", shard_size=8)
+    test, tu, tpid, tlabels = pf.render_split("test", 3, 2, seed=0)
+    pf.write_png_folder(test, pf.labels_frame(tu, tpid, tlabels), root / "world" / "test")
+    save_generator(tiny_generator(), root / "g.pt")
+    aligner = Aligner(AlignerConfig(image_size=32, num_layers=18, width=4, style_dim=16, embed_dim=16, heads=2,
+                                    ff_dim=32, dropout=0.0))
+    save_aligner(aligner.eval(), root / "aligner" / "aligner.pt")
+    return root
+
+
+def tiny_params(root, out, variants=None, **common) -> Params:
+    return build(Params, {
+        "shared": {"seed": 1, "device": "cpu", "generator": str(root / "g.pt")},
+        "world": {"out_dir": str(root / "world")},
+        "train_aligner": {"out_dir": str(root / "aligner")},
+        "train_encoder": {"common": {**TINY_ENCODER, **common},
+                          "variants": variants or {"clcae": {}, "psp": {"align": 0.0, "w_attention": False,
+                                                                        "f_attention": False, "use_f": False}},
+                          "out_dir": str(out / "encoder"), "report_dir": str(out / "reports")}})
+
+
+def test_stage_writes_encoder_metrics_curves_and_grid(tiny_world, tmp_path):
+    params = tiny_params(tiny_world, tmp_path)
+    metrics = te.run(params, "clcae")
+    on_disk = json.loads((tmp_path / "reports" / "clcae" / "metrics.json").read_text())
+    assert on_disk["steps"] == 6 and on_disk["test_images"] == 4 and on_disk["replicas_identical"]
+    assert set(on_disk["test"]) == {"w", "wplus", "f"}
+    for space, figures in on_disk["test"].items():
+        assert figures["l2"] == pytest.approx(4 * figures["mse"])
+        assert 0 < figures["mse"] < 1 and figures["world_perceptual"] > 0
+        assert -1 <= figures["world_id_similarity"] <= 1
+    assert on_disk["test"] == metrics["test"]
+    curve = (tmp_path / "reports" / "clcae" / "live" / "plots" / "metrics" / "train" / "total.tsv").read_text()
+    assert [line.split("\t")[0] for line in curve.splitlines()] == ["step", "2", "4", "6"]
+    for term in ("l2/w", "l2/wplus", "l2/f", "perceptual/f", "identity/f", "freg", "align", "blend", "lr"):
+        assert (tmp_path / "reports" / "clcae" / "live" / "plots" / "metrics" / "train" / f"{term}.tsv").exists(), term
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "reports" / "clcae" / "samples.png")
+    assert grid.size == (4 * 34 + 2, 6 * 34 + 2)  # 6 test images x (input | G(w) | G(w+) | G(w+, f)), padding 2
+    encoder = load_encoder(tmp_path / "encoder" / "clcae" / "encoder.pt")
+    assert (encoder.cfg.image_size, encoder.cfg.n_latent, encoder.cfg.style_dim) == (32, 8, 16)
+    assert not (tmp_path / "encoder" / "clcae" / ".resume").exists()  # a finished run leaves no resume point
+
+
+def test_psp_variant_has_no_f_and_no_align(tiny_world, tmp_path):
+    metrics = te.run(tiny_params(tiny_world, tmp_path), "psp")
+    assert set(metrics["test"]) == {"w", "wplus"}
+    live = tmp_path / "reports" / "psp" / "live" / "plots" / "metrics" / "train"
+    assert (live / "l2" / "wplus.tsv").exists() and not (live / "align.tsv").exists()
+    assert not (live / "freg.tsv").exists()
+
+
+def test_encoder_overfits_eight_images():
+    """Eight images the generator can make: the F-space MSE of the trained encoder drops 10x."""
+    G = tiny_generator().requires_grad_(False)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        target = G(torch.randn(8, 16)).clamp(-1, 1)  # [8, 3, 32, 32]
+    cfg = build(Params, {"train_encoder": {"common": {**TINY_ENCODER, "perceptual": 0, "identity": 0, "align": 0,
+                                                      "feature_blend": "constant"}}}).train_encoder.variant("clcae")
+    torch.manual_seed(0)
+    encoder = te.build_encoder(cfg, G, 32).train()
+    step = te.TrainStep(encoder, G, InversionLoss(InversionLossConfig(perceptual=0, identity=0, align=0)),
+                        cfg, 32, steps_per_epoch=1)
+    opt = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+
+    def f_mse():
+        return (invert(encoder, G, target).image_f - target).pow(2).mean().item()
+
+    before = f_mse()
+    for i in range(150):
+        loss, _ = step(target, i)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert f_mse() < before / 10
+
+
+def test_resume_continues_exactly(tiny_world, tmp_path, monkeypatch):
+    full = te.run(tiny_params(tiny_world, tmp_path / "a"), "clcae")
+    full_state = load_encoder(tmp_path / "a" / "encoder" / "clcae" / "encoder.pt").state_dict()
+
+    params = tiny_params(tiny_world, tmp_path / "b")
+    real_lr_at = te.lr_at
+
+    def dying_lr_at(step, *args, **kw):
+        if step == 5:  # killed after the step-4 resume point, one step into the next stretch
+            raise KeyboardInterrupt
+        return real_lr_at(step, *args, **kw)
+
+    monkeypatch.setattr(te, "lr_at", dying_lr_at)
+    with pytest.raises(KeyboardInterrupt):
+        te.run(params, "clcae")
+    monkeypatch.setattr(te, "lr_at", real_lr_at)
+    resumed = te.run(params, "clcae")
+    resumed_state = load_encoder(tmp_path / "b" / "encoder" / "clcae" / "encoder.pt").state_dict()
+    for key, value in full_state.items():
+        torch.testing.assert_close(resumed_state[key], value, atol=1e-6, rtol=0, msg=key)
+    assert resumed["test"]["f"]["mse"] == pytest.approx(full["test"]["f"]["mse"], rel=1e-5)
+    curve = (tmp_path / "b" / "reports" / "clcae" / "live" / "plots" / "metrics" / "train" / "total.tsv").read_text()
+    assert [line.split("\t")[0] for line in curve.splitlines()] == ["step", "2", "4", "6"]
+
+
+def test_invert_refuses_another_generator(tiny_world, tmp_path):
+    te.run(tiny_params(tiny_world, tmp_path, steps=1), "clcae")
+    encoder = load_encoder(tmp_path / "encoder" / "clcae" / "encoder.pt")
+    other = Generator(32, 24, 2, channels={4: 16, 8: 16, 16: 8, 32: 8})
+    with pytest.raises(ValueError, match="style_dim: encoder 16, generator 24"):
+        invert(encoder, other, torch.zeros(1, 3, 32, 32))
+
+
+def test_invert_resizes_any_size_and_batches(tiny_world, tmp_path):
+    te.run(tiny_params(tiny_world, tmp_path, steps=1), "clcae")
+    encoder, G = load_encoder(tmp_path / "encoder" / "clcae" / "encoder.pt"), tiny_generator()
+    images = torch.randint(0, 256, (5, 3, 96, 96), dtype=torch.uint8)
+    whole = invert(encoder, G, images, batch_size=5)
+    parts = invert(encoder, G, images, batch_size=2)
+    assert whole.image_f.shape == (5, 3, 32, 32) and whole.wplus.shape == (5, 8, 16)
+    torch.testing.assert_close(parts.image_f, whole.image_f, atol=1e-5, rtol=0)
+    assert not whole.w.requires_grad and not torch.is_inference_mode_enabled()
+
+
+class HalvesStep(te.TrainStep):
+    """One process doing what two DDP ranks do: each half of the batch through the encoder alone
+    (BatchNorm statistics per rank), the loss over the whole batch (rank r holds rows r::2)."""
+
+    def __call__(self, x, step):
+        halves = [self.net(x[r::2]) for r in range(2)]
+        out = type(halves[0])(*[None if parts[0] is None else torch.cat(parts) for parts in zip(*halves)])
+        x = torch.cat([x[0::2], x[1::2]])
+        images, f_gen = te.render(self.G, out, self.image_size, self.cfg.feature_layer, self.blend(step),
+                                  return_features=True)
+        return self.loss_fn(x, images, out.w, out.f, f_gen)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(tiny_world, tmp_path, monkeypatch):
+    """The real entry point under torchrun: 2 CPU ranks keep identical replicas and end where one
+    process doing both ranks' halves ends (gathered align negatives, averaged gradients)."""
+    import yaml
+
+    params = tiny_params(tiny_world, tmp_path / "ddp", steps=3)
+    blocks = {k: _asdict(getattr(params, k)) for k in ("shared", "world", "train_aligner", "train_encoder")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(blocks))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(ROOT / "stages" / "train_encoder.py"), "--variant", "clcae",
+                           "--params", str(tmp_path / "params.yaml")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "reports" / "clcae" / "metrics.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["replicas_identical"] is True
+
+    monkeypatch.setattr(te, "TrainStep", HalvesStep)
+    te.run(tiny_params(tiny_world, tmp_path / "one", steps=3), "clcae")
+    # parameters only: DDP keeps rank 0's BatchNorm running statistics (broadcast_buffers)
+    a = dict(load_encoder(tmp_path / "ddp" / "encoder" / "clcae" / "encoder.pt").named_parameters())
+    b = dict(load_encoder(tmp_path / "one" / "encoder" / "clcae" / "encoder.pt").named_parameters())
+    assert a.keys() == b.keys()
+    for key, value in b.items():
+        torch.testing.assert_close(a[key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def _asdict(obj):
+    import dataclasses
+
+    return dataclasses.asdict(obj)

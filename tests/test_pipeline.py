@@ -24,8 +24,11 @@ def dvc(*args, cwd, check=True):
 
 def test_dvc_repro_dry_parses():
     out = dvc("repro", "--dry", "--force", cwd=ROOT).stdout
-    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]:
-        assert f"'{stage}'" in out
+    variants = yaml.safe_load((ROOT / "params.yaml").read_text())["train_encoder"]["variants"]
+    for stage, body in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        names = [f"{stage}@{key}" for key in variants] if "foreach" in body else [stage]
+        for name in names:
+            assert f"'{name}'" in out
 
 
 def test_every_stage_cmd_points_at_a_stage_script():

@@ -351,8 +351,8 @@ def stage_main(run, argv=None) -> None:
     """Entry point of a stages/ script: ``run(load_params(path))``.
 
     Errors the project detects in the user's inputs print one line on stderr instead of a
-    traceback: an invalid params file (``error: params.yaml: key: ...``) exits 2; a
-    :class:`ClcaeError` raised by the stage exits 1 (:class:`ConfigError`: a params value the
+    traceback, and exit 1: an invalid params file (``error: params.yaml: key: ...``), or a
+    :class:`ClcaeError` raised by the stage (:class:`ConfigError`: a params value the
     data or machine cannot serve, e.g. ``shared.device: cuda`` without a GPU or a batch larger
     than the data; ``clcae.io.CheckpointError``: an unreadable or wrong checkpoint;
     :class:`InputError`: a missing input), and ``clcae.training.TrainingInterrupted`` (SIGINT /
@@ -370,7 +370,7 @@ def stage_main(run, argv=None) -> None:
         params = load_params(args.params)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1) from None
     if params.shared.trust_checkpoints:  # read by clcae.io.read_checkpoint, here and in spawned workers
         os.environ["CLCAE_TRUST_CHECKPOINTS"] = "1"
     try:

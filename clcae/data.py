@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from clcae.config import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -141,7 +143,7 @@ class FolderImages(ImageSet):
 
         self.folder, self.size = Path(folder), int(size)
         if not self.folder.is_dir():
-            raise FileNotFoundError(f"{self.folder}: image folder not found")
+            raise InputError(f"{self.folder}: image folder not found")
         files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         self.names, self.skipped = [], []
         for path in files:
@@ -157,7 +159,7 @@ class FolderImages(ImageSet):
             warnings.warn(f"{self.folder}: skipped {len(self.skipped)} unreadable image file(s): {shown}{more}",
                           stacklevel=2)
         if not self.names:
-            raise FileNotFoundError(f"{self.folder}: no readable {'/'.join(IMAGE_SUFFIXES)} images "
+            raise InputError(f"{self.folder}: no readable {'/'.join(IMAGE_SUFFIXES)} images "
                                     f"({len(self.skipped)} unreadable)")
         self.labels = self._read_labels()
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from clcae.config import ConfigError, EncoderTrainConfig
+from clcae.config import ConfigError, EncoderTrainConfig, InputError
 from clcae.data import ImageSet
 from clcae.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process
 from clcae.images import to_float, to_uint8
@@ -151,6 +151,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
 
     torch.manual_seed(seed)
     encoder = build_encoder(cfg, G, image_size).to(device).train()
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    encoder.to(memory_format=memory_format)  # NHWC convs on GPUs
     net = encoder
     if world_size > 1:
         if device.type == "cuda":
@@ -161,6 +163,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
         from clcae.nets.aligner import load_aligner
 
         aligner_path = Path(params.train_aligner.out_dir) / "aligner.pt"
+        if not aligner_path.is_file():
+            raise InputError(f"{aligner_path}: missing (run `dvc repro train_aligner`, or set align: 0)")
         align = AlignLoss(load_aligner(aligner_path, device), mode="infonce")
     loss_fn = InversionLoss(loss_config(cfg), world.perceptual, world.identity, align)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -190,7 +194,7 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     with StopOnSignal(device) as stop:
         while step < cfg.steps:
             idx = schedule(step)[rank::world_size]
-            x = to_float(train_set.batch(idx)).to(device, non_blocking=True)
+            x = to_float(train_set.batch(idx)).to(device, non_blocking=True).contiguous(memory_format=memory_format)
             set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr_frac))
             with autocast:
                 loss, terms = step_fn(x, step)
@@ -255,6 +259,4 @@ def _names_digest(images: ImageSet) -> str:
 def _file_stamp(path: Path) -> dict:
     from clcae.synthesize import file_sha256
 
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing (run `dvc repro train_aligner`, or set align: 0)")
     return {"path": str(path), "sha256": file_sha256(path)}

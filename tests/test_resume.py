@@ -215,9 +215,9 @@ def test_bad_inputs_print_one_line(tmp_path, capsys):
         status, err = run_stage(synthesize_run, {"shared": {"device": "cuda"}}, tmp_path, capsys)
         assert (status, err) == (1, "error: shared.device: 'cuda' requested but no CUDA device is available\n")
     status, err = run_stage(world_run, {"world": {"world_cnn": {"steps": 0}}}, tmp_path, capsys)
-    assert status == 2 and err.endswith("world.world_cnn.steps: must be >= 1, got 0\n") and err.count("\n") == 1
+    assert status == 1 and err.endswith("world.world_cnn.steps: must be >= 1, got 0\n") and err.count("\n") == 1
     status, err = run_stage(world_run, {"world": {"world_cnn": {"seed": 3}}}, tmp_path, capsys)
-    assert status == 2 and "world.world_cnn.seed: unknown key" in err and err.count("\n") == 1
+    assert status == 1 and "world.world_cnn.seed: unknown key" in err and err.count("\n") == 1
     params = tiny_params(tmp_path / "a", steps=2)
     synthesize_run(params)
     blocks = {"shared": {"seed": 1, "device": "cpu", "generator": params.shared.generator},

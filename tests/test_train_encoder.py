@@ -210,3 +210,28 @@ def _asdict(obj):
     import dataclasses
 
     return dataclasses.asdict(obj)
+
+
+def test_bad_inputs_print_one_line_and_exit_1(tiny_world, tmp_path, capsys):
+    """A missing aligner or world, or an unknown variant: `error: ...` and exit 1, no traceback."""
+    import yaml
+
+    from clcae.config import stage_main
+
+    def stage(variant, **changes):
+        params = tiny_params(tiny_world, tmp_path)
+        blocks = {k: _asdict(getattr(params, k)) for k in ("shared", "world", "train_aligner", "train_encoder")}
+        for block, values in changes.items():
+            blocks[block].update(values)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(blocks))
+        with pytest.raises(SystemExit) as exit_:
+            stage_main(lambda p: te.run(p, variant), ["--params", str(tmp_path / "params.yaml")])
+        err = capsys.readouterr().err
+        return exit_.value.code, err
+
+    code, err = stage("clcae", train_aligner={"out_dir": str(tmp_path / "nowhere")})
+    assert code == 1 and err.count("\n") == 1 and "aligner.pt: missing (run `dvc repro train_aligner`" in err
+    code, err = stage("clcae", world={"out_dir": str(tmp_path / "noworld")})
+    assert code == 1 and err.count("\n") == 1 and "world_cnn.pt" in err and "dvc repro world" in err
+    code, err = stage("e4e")
+    assert code == 1 and err == "error: train_encoder.variants: no variant 'e4e' (known: clcae, psp)\n"

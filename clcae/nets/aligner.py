@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clcae.io import CheckpointError, read_checkpoint, read_state_dict, save_torch
-from clcae.nets.irse import MODES, UNITS, infer_body, load_state_strict
-from clcae.nets.psp import FeaturePyramid, Map2Style
+from clcae.nets.irse import infer_body, load_state_strict
+from clcae.nets.psp import FeaturePyramid, Map2Style, check_pyramid_sizes
 
 
 @dataclass
@@ -45,14 +45,7 @@ class AlignerConfig:
     init_temperature: float = 0.07
 
     def __post_init__(self):
-        side = self.image_size // 16
-        if self.image_size % 16 or side < 2 or side & (side - 1):
-            raise ValueError(f"AlignerConfig.image_size: expected 16 * 2**k with k >= 1 (32, 64, 128, 256, ...), "
-                             f"got {self.image_size}")
-        if self.num_layers not in UNITS:
-            raise ValueError(f"AlignerConfig.num_layers: expected one of {sorted(UNITS)}, got {self.num_layers}")
-        if self.mode not in MODES:
-            raise ValueError(f"AlignerConfig.mode: expected one of {MODES}, got {self.mode!r}")
+        check_pyramid_sizes("AlignerConfig", self.image_size, self.num_layers, self.mode)
         if self.style_dim % self.heads:
             raise ValueError(f"AlignerConfig.style_dim ({self.style_dim}) must be divisible by heads ({self.heads})")
         if not 0 < self.init_temperature:

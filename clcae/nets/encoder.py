@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clcae.io import CheckpointError, read_checkpoint, save_torch
-from clcae.nets.irse import MODES, UNITS, infer_body, load_state_strict
-from clcae.nets.psp import FeaturePyramid, Map2Style
+from clcae.nets.irse import infer_body, load_state_strict
+from clcae.nets.psp import FeaturePyramid, Map2Style, check_pyramid_sizes
 from clcae.nets.stylegan2 import Generator, generator_from_state
 
 # W+ layers [0, COARSE) read T1, [COARSE, MEDIUM) T2, the rest T3 (pSp's split, kept by CLCAE)
@@ -76,14 +76,7 @@ class EncoderConfig:
     use_f: bool = True  # False: W+ only (pSp/e4e), no F branch
 
     def __post_init__(self):
-        side = self.image_size // 16
-        if self.image_size % 16 or side < 2 or side & (side - 1):
-            raise ValueError(f"EncoderConfig.image_size: expected 16 * 2**k with k >= 1 (32, 64, 128, 256, ...), "
-                             f"got {self.image_size}")
-        if self.num_layers not in UNITS:
-            raise ValueError(f"EncoderConfig.num_layers: expected one of {sorted(UNITS)}, got {self.num_layers}")
-        if self.mode not in MODES:
-            raise ValueError(f"EncoderConfig.mode: expected one of {MODES}, got {self.mode!r}")
+        check_pyramid_sizes("EncoderConfig", self.image_size, self.num_layers, self.mode)
         if self.n_latent < 1 or self.style_dim < 1:
             raise ValueError(f"EncoderConfig: n_latent and style_dim must be >= 1, got {self.n_latent}, "
                              f"{self.style_dim}")

@@ -23,8 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clcae.nets.irse import make_body, make_input_layer, stage_ends
+from clcae.nets.irse import MODES, UNITS, make_body, make_input_layer, stage_ends
 from clcae.nets.stylegan2 import EqualLinear
+
+
+def check_pyramid_sizes(who: str, image_size: int, num_layers: int, mode: str) -> None:
+    """ValueError naming ``who``'s field unless the pyramid can be built: side 16 * 2**k (k >= 1),
+    a known IR depth and mode."""
+    side = image_size // 16
+    if image_size % 16 or side < 2 or side & (side - 1):
+        raise ValueError(f"{who}.image_size: expected 16 * 2**k with k >= 1 (32, 64, 128, 256, ...), got {image_size}")
+    if num_layers not in UNITS:
+        raise ValueError(f"{who}.num_layers: expected one of {sorted(UNITS)}, got {num_layers}")
+    if mode not in MODES:
+        raise ValueError(f"{who}.mode: expected one of {MODES}, got {mode!r}")
 
 
 class Pyramid(NamedTuple):

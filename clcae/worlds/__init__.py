@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from clcae.config import ConfigError
 from clcae.worlds.base import World
 
 WORLDS = ("procfaces", "ffhq")
@@ -21,7 +22,7 @@ def load_world(params, device: str | torch.device | None = None) -> World:
     elif name == "ffhq":
         from clcae.worlds.ffhq.world import FFHQWorld as cls
     else:
-        raise ValueError(f"shared.world: unknown world {name!r} (known: {', '.join(WORLDS)})")
+        raise ConfigError(f"shared.world: unknown world {name!r} (known: {', '.join(WORLDS)})")
     if device is None:
         from clcae.distributed import stage_device
 

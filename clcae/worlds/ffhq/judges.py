@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clcae.config import InputError
 from clcae.data import resize
 from clcae.worlds.base import freeze
 
@@ -52,13 +53,13 @@ def load_lpips_alex(alexnet: str | os.PathLike | None = None) -> nn.Module:
     where = (f"LPIPS's own linear weights are {linear}"
              + ("" if linear.is_file() else " (also missing: reinstall the lpips package)"))
     if not trunk.is_file():
-        raise FileNotFoundError(
+        raise InputError(
             f"LPIPS-AlexNet: the ImageNet AlexNet backbone {trunk} is missing. torchvision expects it at "
             f"torch.hub.get_dir()/checkpoints/{ALEXNET_FILE} = {torchvision_cache(ALEXNET_FILE)} "
             f"(TORCH_HOME moves it); fetch {ALEXNET_URL} there, or set ffhq.lpips_alexnet to its path. "
             f"{where}. Nothing is downloaded at run time.")
     if not linear.is_file():
-        raise FileNotFoundError(f"LPIPS-AlexNet: {where}")
+        raise InputError(f"LPIPS-AlexNet: {where}")
     with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation, inside lpips
         warnings.simplefilter("ignore")
         net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
@@ -129,7 +130,7 @@ def load_attribute_classifier(path: str | os.PathLike) -> AttributeClassifier:
     """Read the format of :class:`AttributeClassifier`; errors name the file and the key."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: attribute classifier not found (ffhq.attribute_classifier)")
+        raise InputError(f"{path}: attribute classifier not found (ffhq.attribute_classifier)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001

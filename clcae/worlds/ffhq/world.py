@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clcae.config import InputError
 from clcae.data import FolderImages, ImageSet, resize
 from clcae.nets.irse import IDEncoder, load_arcface
 from clcae.worlds.base import World, check_images, freeze
@@ -46,10 +47,10 @@ class FFHQWorld(World):
         cfg = params.ffhq
         arcface = Path(cfg.arcface)
         if not arcface.is_file():
-            raise FileNotFoundError(f"{arcface}: {ARCFACE_HINT} not found; put it there or set ffhq.arcface")
+            raise InputError(f"{arcface}: {ARCFACE_HINT} not found; put it there or set ffhq.arcface")
         inception = Path(cfg.inception) if cfg.inception else torchvision_cache(INCEPTION_FILE)
         if cfg.inception and not inception.is_file():
-            raise FileNotFoundError(f"{inception}: Inception-v3 weights not found (ffhq.inception)")
+            raise InputError(f"{inception}: Inception-v3 weights not found (ffhq.inception)")
         return cls(load_arcface(arcface), load_lpips_alex(cfg.lpips_alexnet),
                    load_attribute_classifier(cfg.attribute_classifier) if cfg.attribute_classifier else None,
                    load_inception(inception) if inception.is_file() else None,
@@ -74,7 +75,7 @@ class FFHQWorld(World):
 
     def _folder(self, folder: Path, key: str, size: int) -> ImageSet:
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: image folder not found (ffhq.{key})")
+            raise InputError(f"{folder}: image folder not found (ffhq.{key})")
         return FolderImages(folder, size)
 
     def train_images(self, size: int) -> ImageSet:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from clcae.config import InputError
 from clcae.data import FolderImages, ImageSet, TensorImages
 from clcae.worlds.base import World, check_images, freeze
 from clcae.worlds.procfaces import procfaces as pf
@@ -33,7 +34,7 @@ def load_train_shards(folder: str | Path, limit: int | None = None) -> tuple[tor
         if limit is not None and n >= limit:
             break
     if not images:
-        raise FileNotFoundError(f"{folder}: no shard_*.pt files ({MAKE})")
+        raise InputError(f"{folder}: no shard_*.pt files ({MAKE})")
     return torch.cat(images)[:limit], pd.concat(rows, ignore_index=True).iloc[:limit]
 
 
@@ -60,7 +61,7 @@ class ProcFacesWorld(World):
         out = Path(params.world.out_dir)
         path = out / "world_cnn.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: world CNN checkpoint not found ({MAKE}; path from world.out_dir)")
+            raise InputError(f"{path}: world CNN checkpoint not found ({MAKE}; path from world.out_dir)")
         return cls(load_world_cnn(path), out)
 
     def judges(self) -> list[torch.nn.Module]:
@@ -88,5 +89,5 @@ class ProcFacesWorld(World):
     def test_images(self, size: int) -> ImageSet:
         folder = self.out_dir / "test"
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: test image folder not found ({MAKE})")
+            raise InputError(f"{folder}: test image folder not found ({MAKE})")
         return FolderImages(folder, size)

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clcae.config import InputError
 from clcae.images import gaussian_blur, to_float, to_uint8
 from clcae.io import read_checkpoint, save_torch
 from clcae.training import check_finite, lr_at, set_lr
@@ -260,7 +261,7 @@ def load_world_cnn(path: str | os.PathLike, map_location: str | torch.device = "
     its ``CheckpointError`` (a ValueError)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: world CNN checkpoint not found (run the world stage)")
+        raise InputError(f"{path}: world CNN checkpoint not found (run the world stage)")
     blob = read_checkpoint(path, trust=trust, map_location=map_location)
     if not isinstance(blob, dict):
         raise ValueError(f"{path}: world CNN checkpoint must be a dict, got {type(blob).__name__}")

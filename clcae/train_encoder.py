@@ -37,13 +37,11 @@ from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, check_compatible, sa
 from clcae.nets.stylegan2 import load_generator
 from clcae.optim import make_optimizer
 from clcae.schedules import feature_blend
-from clcae.train_aligner import BatchSchedule
-from clcae.training import (LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at, rng_state, set_lr,
-                            set_rng_state, stage_code_signature)
+from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at, rng_state,
+                            set_lr, set_rng_state, stage_code_signature)
 from clcae.worlds import World, load_world
 
 RESUME_FILE = Path(".resume") / "state.pt"  # under <out_dir>/<variant>; untracked
-SPACES = ("w", "wplus", "f")
 
 
 def encoder_config(cfg: EncoderTrainConfig, G, image_size: int) -> EncoderConfig:

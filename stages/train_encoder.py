@@ -4,7 +4,6 @@ python stages/train_encoder.py --variant clcae        (one process)
 torchrun --nproc_per_node 8 stages/train_encoder.py --variant clcae   (DDP)
 """
 import argparse
-import sys
 
 from clcae.config import stage_main
 from clcae.train_encoder import run

@@ -9,7 +9,6 @@ import torch
 
 import clcae.train_encoder as te
 from clcae.config import Params, build
-from clcae.images import to_float
 from clcae.inversion import invert
 from clcae.losses import InversionLoss, InversionLossConfig
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner

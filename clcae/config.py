@@ -261,6 +261,7 @@ class EncoderTrainConfig:
     w_attention: bool = True   # false: pSp's w+ = w_avg + map2style offsets
     f_attention: bool = True   # false: F from T3 by the strided CNN alone (Feature-Style encoder)
     use_f: bool = True         # false: W+ only (pSp / e4e), no F branch
+    w_loss: bool = True        # reconstruction terms on G(w) too (CLCAE's I1); pSp trains on G(w+) alone
     # loss weights (DESIGN.md "The method" 3; paper defaults)
     l2: float = param(1.0, ge=0, help="pSp's L2 (MSE on [-1, 1]) per reconstruction")
     perceptual: float = param(0.2, ge=0, help="the world's perceptual distance (LPIPS in the ffhq world)")
@@ -271,7 +272,7 @@ class EncoderTrainConfig:
     feature_blend: Literal["epoch_ramp", "single_ramp", "constant"] = "epoch_ramp"
     blend_rate: float = param(1e-4, gt=0, help="single_ramp: s = min(1, rate * step)")
     # optimisation
-    optimizer: Literal["ranger", "adam"] = "ranger"
+    optimizer: Literal["ranger", "adam", "adamw"] = "ranger"
     lr: float = param(1e-4, gt=0)
     weight_decay: float = param(0.0, ge=0)
     warmup_steps: int = param(0, ge=0)
@@ -282,6 +283,10 @@ class EncoderTrainConfig:
     checkpoint_every: int = param(100, ge=1)
     sample_every: int = param(250, ge=1, help="sample grid (input | G(w) | G(w+) | G(w+, f)) every N steps")
     test_images: int = param(0, ge=0, help="test-split images scored at the end (0: all)")
+
+    def check(self, where: str) -> None:
+        if self.align > 0 and self.align_on == "w_image" and not self.w_loss:
+            raise ConfigError(f"{where}.align_on: 'w_image' scores G(w), which w_loss: false does not render")
 
 
 @dataclass

@@ -96,6 +96,24 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x / get_world_size()
 
 
+def same_on_all_ranks(value: int, device: torch.device | str = "cpu") -> bool:
+    """Whether every rank holds the same integer (e.g. the step it resumes from)."""
+    if not is_distributed():
+        return True
+    t = torch.tensor([value, -value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)  # [max, -min]
+    return int(t[0]) == -int(t[1])
+
+
+@torch.no_grad()
+def replicas_identical(model: torch.nn.Module) -> bool:
+    """Under DDP: every rank holds the same weights (max |p - mean over ranks| is 0). Collective."""
+    if not is_distributed() or get_world_size() == 1:
+        return True
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    return bool((all_reduce_mean(flat) - flat).abs().max().item() == 0.0)
+
+
 def gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
     """Every rank's local batch size, in rank order."""
     if not is_distributed():

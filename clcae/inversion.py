@@ -51,14 +51,14 @@ def pool_to(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def render(G, out: EncoderOutput, size: int, feature_layer: int = 5, feature_blend: float = 1.0,
-           return_features: bool = False):
+           return_features: bool = False, with_w: bool = True):
     """The renders of one encoder output at side ``size``: {'w': G(w), 'wplus': G(w+)[, 'f': G(w+, f)]}.
 
     With ``return_features`` also G's own output at ``feature_layer`` for w+ (G5(w+), the target
-    of the F regularisation), captured in the G(w+) pass.
+    of the F regularisation), captured in the G(w+) pass. ``with_w=False`` skips G(w).
     """
     n = G.n_latent
-    images = {"w": pool_to(G.synthesis(out.w[:, None].expand(-1, n, -1)), size)}
+    images = {"w": pool_to(G.synthesis(out.w[:, None].expand(-1, n, -1)), size)} if with_w else {}
     image_wplus, f_gen = G.synthesis(out.wplus, feature_layer=feature_layer, return_features=True)
     images["wplus"] = pool_to(image_wplus, size)
     if out.f is not None:

@@ -1,6 +1,7 @@
 """Atomic writes (a stage that fails leaves the previous good output or none) and safe checkpoint reads."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -35,6 +36,15 @@ def atomic_path(path: str | os.PathLike):
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_torch(obj, path: str | os.PathLike) -> None:

@@ -15,7 +15,6 @@ code) renders everything again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from clcae.config import InputError
-from clcae.io import read_tensors, save_json, save_torch
+from clcae.io import file_sha256, read_tensors, save_json, save_torch
 from clcae.seeding import derive_seed
 from clcae.images import to_uint8
 
@@ -42,14 +41,6 @@ class PairSpec:
     seed: int
     generator_sha256: str = ""  # the checkpoint's content: a new generator at the same path is a new spec
     code_sha256: str = ""  # the stage's code (clcae.training.stage_code_signature): new code, new pairs
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pairs_manifest(folder: str | Path) -> dict:

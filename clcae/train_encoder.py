@@ -28,10 +28,11 @@ from tqdm import tqdm
 
 from clcae.config import ConfigError, EncoderTrainConfig, InputError
 from clcae.data import ImageSet
-from clcae.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process
+from clcae.distributed import (all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process,
+                               replicas_identical, same_on_all_ranks)
 from clcae.images import to_float, to_uint8
 from clcae.inversion import invert, render
-from clcae.io import save_image_grid, save_json
+from clcae.io import file_sha256, save_image_grid, save_json
 from clcae.losses import AlignLoss, InversionLoss, InversionLossConfig
 from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, check_compatible, save_encoder
 from clcae.nets.stylegan2 import load_generator
@@ -85,7 +86,7 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.net(x)
         images, f_gen = render(self.G, out, self.image_size, self.cfg.feature_layer, self.blend(step),
-                               return_features=True)
+                               return_features=True, with_w=self.cfg.w_loss)
         return self.loss_fn(x, images, out.w, out.f, f_gen)
 
 
@@ -148,29 +149,25 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     schedule = BatchSchedule(len(train_set), cfg.batch_size, seed, what="train_encoder.batch_size")
 
     torch.manual_seed(seed)
-    encoder = build_encoder(cfg, G, image_size).to(device).train()
+    try:
+        encoder = build_encoder(cfg, G, image_size).to(device).train()
+    except ValueError as e:  # sizes the generator cannot serve, e.g. image_size 48 or feature_layer 20
+        raise ConfigError(f"train_encoder.variants.{variant}: {e}") from None
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     encoder.to(memory_format=memory_format)  # NHWC convs on GPUs
-    net = encoder
-    if world_size > 1:
-        if device.type == "cuda":
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = torch.nn.parallel.DistributedDataParallel(net)
-    align = None
+    align, aligner_path = None, Path(params.train_aligner.out_dir) / "aligner.pt"
     if cfg.align > 0:
         from clcae.nets.aligner import load_aligner
 
-        aligner_path = Path(params.train_aligner.out_dir) / "aligner.pt"
         if not aligner_path.is_file():
             raise InputError(f"{aligner_path}: missing (run `dvc repro train_aligner`, or set align: 0)")
         align = AlignLoss(load_aligner(aligner_path, device), mode="infonce")
     loss_fn = InversionLoss(loss_config(cfg), world.perceptual, world.identity, align)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step_fn = TrainStep(net, G, loss_fn, cfg, image_size, schedule.per_epoch)
 
-    data = {"train_images": len(train_set), "train_names": _names_digest(train_set), "world": world.name,
-            "generator": _file_stamp(Path(params.shared.generator)), "aligner": _file_stamp(
-        Path(params.train_aligner.out_dir) / "aligner.pt") if align is not None else None}
+    data = {"world": world.fingerprint(), "train_images": len(train_set),
+            "generator": file_sha256(params.shared.generator),
+            "aligner": file_sha256(aligner_path) if align is not None else None}
     point = ResumePoint(out / RESUME_FILE, run_signature(params, cfg, world_size, data))
     state = point.load() or {}
     step, seconds = state.get("step", 0), state.get("seconds", 0.0)
@@ -178,6 +175,15 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
         encoder.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         set_rng_state(state["rng"], device)
+    if not same_on_all_ranks(step, device):
+        raise InputError(f"{point.path}: the ranks found different resume points; resume points must be on a "
+                         f"filesystem every rank reads (or delete {point.path.parent} to start over)")
+    net = encoder
+    if world_size > 1:  # after the resume: DDP starts every replica from rank 0's weights
+        if device.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = torch.nn.parallel.DistributedDataParallel(net)
+    step_fn = TrainStep(net, G, loss_fn, cfg, image_size, schedule.per_epoch)
     log = LiveLog(report / "live", rows=state.get("history", []), enabled=is_main_process())
     start = time.perf_counter() - seconds
 
@@ -209,11 +215,11 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
                 logged["train/minutes"] = (time.perf_counter() - start) / 60
                 log.log(step, logged)
                 bar.set_postfix(loss=f"{logged['train/total']:.3f}")
-            if is_main_process() and (step % cfg.sample_every == 0 or step == cfg.steps):
+            if is_main_process() and step % cfg.sample_every == 0 and step < cfg.steps:
                 sample_grid(encoder, G, fixed, report / "samples.png")
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                save_point()
-            if stop.requested():
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_point()  # the last one too: an interruption while scoring resumes at the end
+            if stop.requested() and step < cfg.steps:
                 save_point()
                 barrier()
                 raise stop.interrupted(f"train_encoder@{variant}", step, point.path)
@@ -224,6 +230,7 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
         return {}
     minutes = (time.perf_counter() - start) / 60
     encoder.eval()
+    sample_grid(encoder, G, fixed, report / "samples.png")
     n_test = min(cfg.test_images or len(test_set), len(test_set))
     test = score_split(encoder, G, world, test_set, n_test)
     train_scores = score_split(encoder, G, world, train_set, 256)
@@ -236,25 +243,3 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     log.end()
     point.remove()
     return metrics
-
-
-def replicas_identical(model: torch.nn.Module) -> bool:
-    """Under DDP: every rank holds the same weights (max |p - mean_p| over ranks is 0)."""
-    from clcae.distributed import get_world_size, is_distributed
-
-    if not is_distributed() or get_world_size() == 1:
-        return True
-    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-    return bool((all_reduce_mean(flat) - flat).abs().max().item() == 0.0)
-
-
-def _names_digest(images: ImageSet) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(map(str, images.names)).encode()).hexdigest()
-
-
-def _file_stamp(path: Path) -> dict:
-    from clcae.synthesize import file_sha256
-
-    return {"path": str(path), "sha256": file_sha256(path)}

@@ -170,12 +170,12 @@ class ResumePoint:
         :class:`ResumeMismatch` instead of being ignored (for hand-run trainers whose resume
         points are worth hours).
         """
-        from clcae.io import CheckpointError, read_checkpoint
+        from clcae.io import CheckpointError, read_tensors
 
         if not self.path.is_file():
             return None
         try:
-            state = read_checkpoint(self.path)
+            state = read_tensors(self.path)  # our own file: weights-only even when checkpoints are trusted
         except CheckpointError as e:
             print(f"ignoring unreadable resume point {e}; starting from scratch", flush=True)
             return None

@@ -57,7 +57,7 @@ def tiny_params(root, out, variants=None, **common) -> Params:
         "world": {"out_dir": str(root / "world")},
         "train_aligner": {"out_dir": str(root / "aligner")},
         "train_encoder": {"common": {**TINY_ENCODER, **common},
-                          "variants": variants or {"clcae": {}, "psp": {"align": 0.0, "w_attention": False,
+                          "variants": variants or {"clcae": {}, "psp": {"align": 0.0, "w_attention": False, "w_loss": False,
                                                                         "f_attention": False, "use_f": False}},
                           "out_dir": str(out / "encoder"), "report_dir": str(out / "reports")}})
 
@@ -87,10 +87,13 @@ def test_stage_writes_encoder_metrics_curves_and_grid(tiny_world, tmp_path):
 
 
 def test_psp_variant_has_no_f_and_no_align(tiny_world, tmp_path):
-    metrics = te.run(tiny_params(tiny_world, tmp_path), "psp")
+    metrics = te.run(tiny_params(tiny_world, tmp_path, variants={"psp": {"align": 0.0, "w_attention": False,
+                                                                          "f_attention": False, "use_f": False,
+                                                                          "w_loss": False}}), "psp")
     assert set(metrics["test"]) == {"w", "wplus"}
     live = tmp_path / "reports" / "psp" / "live" / "plots" / "metrics" / "train"
     assert (live / "l2" / "wplus.tsv").exists() and not (live / "align.tsv").exists()
+    assert not (live / "l2" / "w.tsv").exists()  # pSp trains on G(w+) alone (w_loss: false)
     assert not (live / "freg.tsv").exists()
 
 
@@ -143,6 +146,35 @@ def test_resume_continues_exactly(tiny_world, tmp_path, monkeypatch):
     assert resumed["test"]["f"]["mse"] == pytest.approx(full["test"]["f"]["mse"], rel=1e-5)
     curve = (tmp_path / "b" / "reports" / "clcae" / "live" / "plots" / "metrics" / "train" / "total.tsv").read_text()
     assert [line.split("\t")[0] for line in curve.splitlines()] == ["step", "2", "4", "6"]
+
+
+def test_sigterm_saves_a_resume_point_and_the_rerun_ends_where_an_uninterrupted_run_does(tiny_world, tmp_path,
+                                                                                          monkeypatch):
+    """With dropout on (the RNG state must travel too): SIGTERM at step 3 saves at step 3, exits as
+    TrainingInterrupted, and the resumed run's weights equal an uninterrupted run's."""
+    import signal
+
+    from clcae.training import TrainingInterrupted
+
+    full = te.run(tiny_params(tiny_world, tmp_path / "a", dropout=0.1), "clcae")
+    params = tiny_params(tiny_world, tmp_path / "b", dropout=0.1)
+    real_lr_at = te.lr_at
+
+    def pre_empted(step, *args, **kw):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # a cluster's pre-emption during step 2 -> 3
+        return real_lr_at(step, *args, **kw)
+
+    monkeypatch.setattr(te, "lr_at", pre_empted)
+    with pytest.raises(TrainingInterrupted, match="step 3"):
+        te.run(params, "clcae")
+    monkeypatch.setattr(te, "lr_at", real_lr_at)
+    resumed = te.run(params, "clcae")
+    a = load_encoder(tmp_path / "a" / "encoder" / "clcae" / "encoder.pt").state_dict()
+    b = load_encoder(tmp_path / "b" / "encoder" / "clcae" / "encoder.pt").state_dict()
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, atol=1e-6, rtol=0, msg=key)
+    assert resumed["test"]["wplus"]["mse"] == pytest.approx(full["test"]["wplus"]["mse"], rel=1e-5)
 
 
 def test_invert_refuses_another_generator(tiny_world, tmp_path):

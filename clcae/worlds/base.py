@@ -70,6 +70,14 @@ class World(ABC):
     def judges(self) -> list[nn.Module]:
         """The frozen networks, for :meth:`to`."""
 
+    def fingerprint(self) -> dict:
+        """What identifies this world's judges and train images, for a trainer's resume signature
+        (a resume point made with other judges or images is never resumed)."""
+        import hashlib
+
+        names = "\n".join(map(str, self.train_images(self.image_size).names))
+        return {"world": self.name, "train_names": hashlib.sha256(names.encode()).hexdigest()}
+
     def attributes(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, K]`` attribute readout; an error when this world has no attribute classifier."""
         if not self.attribute_names:

@@ -18,6 +18,7 @@ from torch import nn
 
 from clcae.config import InputError
 from clcae.data import resize
+from clcae.io import CheckpointError, read_checkpoint
 from clcae.worlds.base import freeze
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -63,19 +64,16 @@ def load_lpips_alex(alexnet: str | os.PathLike | None = None) -> nn.Module:
     with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation, inside lpips
         warnings.simplefilter("ignore")
         net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    try:
-        state = torch.load(trunk, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{trunk}: not a readable AlexNet state dict ({type(e).__name__}: {e})") from e
+    state = read_checkpoint(trunk)  # CheckpointError naming the file when unreadable or unsafe
     # lpips splits torchvision's alexnet.features into slice1..5, keeping the layer indices
     own = net.net.state_dict()  # slice2.3.weight <- features.3.weight
     wanted = {key: "features." + key.split(".", 1)[1] for key in own}
     missing = [src for src in wanted.values() if src not in state]
     if missing:
-        raise ValueError(f"{trunk}: not a torchvision AlexNet state dict: missing {missing[:4]}")
+        raise CheckpointError(f"{trunk}: not a torchvision AlexNet state dict: missing {missing[:4]}")
     wrong = [src for key, src in wanted.items() if state[src].shape != own[key].shape]
     if wrong:
-        raise ValueError(f"{trunk}: AlexNet layers of the wrong shape: {wrong[:4]}")
+        raise CheckpointError(f"{trunk}: AlexNet layers of the wrong shape: {wrong[:4]}")
     net.net.load_state_dict({key: state[src] for key, src in wanted.items()})
     return freeze(net)
 
@@ -131,22 +129,19 @@ def load_attribute_classifier(path: str | os.PathLike) -> AttributeClassifier:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: attribute classifier not found (ffhq.attribute_classifier)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable attribute classifier ({type(e).__name__}: {e})") from e
+    blob = read_checkpoint(path)
     if not isinstance(blob, dict) or blob.get("format") != CLASSIFIER_FORMAT:
         got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise ValueError(f"{path}: not an attribute classifier file (format {got!r}, expected "
+        raise CheckpointError(f"{path}: not an attribute classifier file (format {got!r}, expected "
                          f"{CLASSIFIER_FORMAT!r}; see clcae.worlds.ffhq.judges.AttributeClassifier)")
     missing = [k for k in ("arch", "attribute_names", "state_dict") if k not in blob]
     if missing:
-        raise ValueError(f"{path}: attribute classifier lacks key(s) {missing}")
+        raise CheckpointError(f"{path}: attribute classifier lacks key(s) {missing}")
     model = AttributeClassifier(blob["arch"], blob["attribute_names"], blob.get("input_size", 224))
     try:
         model.net.load_state_dict(blob["state_dict"])
     except RuntimeError as e:
-        raise ValueError(f"{path}: state_dict does not fit {blob['arch']} with "
+        raise CheckpointError(f"{path}: state_dict does not fit {blob['arch']} with "
                          f"{len(model.attribute_names)} attributes: {e}") from e
     return freeze(model)
 
@@ -176,14 +171,11 @@ class InceptionPool(nn.Module):
 
 def load_inception(path: str | os.PathLike) -> InceptionPool:
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable Inception-v3 state dict ({type(e).__name__}: {e})") from e
+    state = read_checkpoint(path)
     model = InceptionPool()
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
         model.net.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path}: not torchvision's Inception-v3 weights: {e}") from e
+        raise CheckpointError(f"{path}: not torchvision's Inception-v3 weights: {e}") from e
     return freeze(model)

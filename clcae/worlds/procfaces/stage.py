@@ -21,7 +21,6 @@ from clcae.io import atomic_path, save_image_grid, save_json
 from clcae.nets.stylegan2 import load_generator
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.quality import generator_quality
-from clcae.worlds.procfaces.world import load_train_images  # noqa: F401  (moved there; the shards' reader)
 from clcae.worlds.procfaces.world_cnn import WorldCNNConfig, load_world_cnn, train_world_cnn
 
 

@@ -14,6 +14,7 @@ import torch
 
 from clcae.config import InputError
 from clcae.data import FolderImages, ImageSet, TensorImages
+from clcae.io import file_sha256, read_tensors
 from clcae.worlds.base import World, check_images, freeze
 from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces.world_cnn import INPUT_SIZE, WorldCNN, load_world_cnn, perceptual_distance
@@ -25,7 +26,7 @@ def load_train_shards(folder: str | Path, limit: int | None = None) -> tuple[tor
     """uint8 images ``[N, 3, S, S]`` and labels (person_id + attributes) from the train shards, in order."""
     images, rows, n = [], [], 0
     for shard in sorted(Path(folder).glob("shard_*.pt")):
-        blob = torch.load(shard, weights_only=True)
+        blob = read_tensors(shard)
         images.append(blob["images"])
         frame = pd.DataFrame(blob["labels"].numpy(), columns=blob.get("attributes", pf.ATTRIBUTES))
         frame.insert(0, "person_id", blob["person_id"].numpy())
@@ -66,6 +67,12 @@ class ProcFacesWorld(World):
 
     def judges(self) -> list[torch.nn.Module]:
         return [self.cnn]
+
+    def fingerprint(self) -> dict:
+        """The world CNN's and the train shards' bytes (sha256): a new world stage output is a new world."""
+        shards = sorted((self.out_dir / "train").glob("shard_*.pt"))
+        return {"world": self.name, "world_cnn": file_sha256(self.out_dir / "world_cnn.pt"),
+                "train_shards": [file_sha256(s) for s in shards]}
 
     def identity(self, x: torch.Tensor) -> torch.Tensor:
         return self.cnn.identity(check_images(x, "identity"))  # [B, 128], unit norm

@@ -14,6 +14,7 @@ from clcae.io import (TRUST_ENV, CheckpointError, TrustedCheckpointWarning, Unsa
                       read_state_dict, read_tensors, save_torch, trust_from_env)
 from clcae.nets.aligner import Aligner, AlignerConfig, load_aligner, load_official_aligner, save_aligner
 from clcae.nets.irse import Backbone, load_arcface
+from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, load_encoder, load_official_encoder, save_encoder
 from clcae.nets.stylegan2 import Generator, load_generator, save_generator
 from clcae.synthesize import load_pairs
 from clcae.worlds.procfaces.world_cnn import WorldCNN, load_world_cnn, save_world_cnn
@@ -73,10 +74,14 @@ def write_checkpoints(folder: pathlib.Path) -> dict:
                                                   embed_dim=32), tiny_aligner()
     image, latent = official_states(aligner)
     save_aligner(aligner, folder / "aligner_ok.pt")
+    encoder = CLCAEEncoder(EncoderConfig(image_size=32, style_dim=16, n_latent=8, f_channels=8, f_size=8,
+                                         feature_layer=3, num_layers=18, width=2, heads=2))
+    save_encoder(encoder, folder / "encoder_ok.pt")
     torch.save({"state_dict": latent, "opts": argparse.Namespace(lr=1e-4), "iter": 5}, folder / "latent_ok.pt")
     return {"generator": {"g_ema": G.state_dict(), "latent_avg": torch.zeros(16)},
             "arcface": net.state_dict(),
             "aligner": torch.load(folder / "aligner_ok.pt"),
+            "encoder": torch.load(folder / "encoder_ok.pt"),
             "official_image": {"state_dict": image, "opts": argparse.Namespace(lr=1e-4), "iter": 5},
             "world_cnn": {"config": {"widths": [8, 8, 16, 16, 32], "emb_dim": 16},
                           "state_dict": WorldCNN(widths=(8, 8, 16, 16, 32), emb_dim=16).state_dict()}}
@@ -93,6 +98,8 @@ LOADERS = {
     "load_official_aligner_latent": ("official_image", lambda p: load_official_aligner(
         p.parent / "image_ok.pt", p, heads=2)),
     "load_world_cnn": ("world_cnn", load_world_cnn),
+    "load_encoder": ("encoder", lambda p: load_encoder(p)),
+    "load_official_encoder": ("official_image", lambda p: load_official_encoder(p)),
 }
 
 
@@ -314,3 +321,17 @@ def test_stage_reports_a_refused_checkpoint_in_one_line(tmp_path, capsys):
     assert exit_.value.code == 1 and len(err.splitlines()) == 1
     assert err.startswith(f"error: {tmp_path / 'generator.pt'}: refused to load") and "builtins.getattr" in err
     assert not marker.exists()
+
+
+def test_a_resume_point_with_a_payload_is_ignored_not_run(tmp_path, capsys, monkeypatch):
+    """Resume points are the project's own files: read weights-only even when checkpoints are trusted."""
+    from clcae.training import ResumePoint
+
+    monkeypatch.setenv(TRUST_ENV, "1")
+    marker = tmp_path / "marker"
+    path = tmp_path / ".resume" / "state.pt"
+    path.parent.mkdir()
+    torch.save({"signature": {"a": 1}, "step": 3, "payload": Payload(marker)}, path)
+    assert ResumePoint(path, {"a": 1}).load() is None
+    assert not marker.exists() and str(path) in capsys.readouterr().out
+

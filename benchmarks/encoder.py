@@ -97,13 +97,13 @@ def timed(phases, warmup: int, steps: int, device: torch.device) -> dict[str, fl
 
 def samples(G, n: int, size: int, device: torch.device, seed: int = 0) -> torch.Tensor:
     """``n`` generator images in [-1, 1] at ``size`` (the inputs: timing does not depend on them)."""
-    from clcae.inversion import pool_to
+    from clcae.data import resize_square
 
     g = torch.Generator().manual_seed(seed)
     out = []
     with torch.inference_mode():
         for z in torch.randn(n, G.style_dim, generator=g).split(8):
-            out.append(pool_to(G(z.to(device)), size).clamp(-1, 1))
+            out.append(resize_square(G(z.to(device)), size).clamp(-1, 1))
     return torch.cat(out).clone()
 
 

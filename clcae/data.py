@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,17 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, size, size]: box filter (adaptive average pooling, pSp's face_pool) when
+    shrinking, bilinear when growing; unchanged when already that size."""
+    h, w = image.shape[-2:]
+    if (h, w) == (size, size):
+        return image
+    if h >= size and w >= size:
+        return F.adaptive_avg_pool2d(image, size)
+    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def resize_u8(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 ``[N, 3, H, W]`` -> uint8 ``[N, 3, size, size]``, bilinear with antialiasing."""
     if images.shape[-2:] == (size, size):
@@ -48,7 +60,7 @@ def centre_crop(image: torch.Tensor) -> torch.Tensor:
     return image[..., top:top + s, left:left + s]
 
 
-class ImageSet(Dataset):
+class ImageSet(Dataset, ABC):
     """uint8 ``[3, S, S]`` images with ``names`` and optional ``labels`` (a DataFrame or None)."""
 
     size: int
@@ -58,8 +70,9 @@ class ImageSet(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    @abstractmethod
     def __getitem__(self, i: int) -> torch.Tensor:
-        raise NotImplementedError
+        """uint8 ``[3, S, S]``, the image at ``i``."""
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, 3, S, S]`` for a LongTensor of indices."""
@@ -160,7 +173,7 @@ class FolderImages(ImageSet):
                           stacklevel=2)
         if not self.names:
             raise InputError(f"{self.folder}: no readable {'/'.join(IMAGE_SUFFIXES)} images "
-                                    f"({len(self.skipped)} unreadable)")
+                             f"({len(self.skipped)} unreadable)")
         self.labels = self._read_labels()
 
     def _read_labels(self):

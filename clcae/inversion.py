@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from clcae.data import resize, resize_square
 from clcae.images import to_float
 from clcae.nets.encoder import CLCAEEncoder, EncoderOutput, check_compatible, load_encoder  # noqa: F401 (re-export)
 
@@ -35,21 +35,6 @@ class Inversion:
         return out
 
 
-def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
-    """[B, 3, H, W] -> [B, 3, size, size]: antialiased bilinear down, bilinear up, no-op at size."""
-    if images.shape[-2:] == (size, size):
-        return images
-    down = images.shape[-1] > size
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=down, align_corners=False)
-
-
-def pool_to(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Generator output -> the encoder's side by average pooling (pSp's face_pool), no-op at size."""
-    if images.shape[-1] == size:
-        return images
-    return F.adaptive_avg_pool2d(images, (size, size))
-
-
 def render(G, out: EncoderOutput, size: int, feature_layer: int = 5, feature_blend: float = 1.0,
            return_features: bool = False, with_w: bool = True):
     """The renders of one encoder output at side ``size``: {'w': G(w), 'wplus': G(w+)[, 'f': G(w+, f)]}.
@@ -58,12 +43,12 @@ def render(G, out: EncoderOutput, size: int, feature_layer: int = 5, feature_ble
     of the F regularisation), captured in the G(w+) pass. ``with_w=False`` skips G(w).
     """
     n = G.n_latent
-    images = {"w": pool_to(G.synthesis(out.w[:, None].expand(-1, n, -1)), size)} if with_w else {}
+    images = {"w": resize_square(G.synthesis(out.w[:, None].expand(-1, n, -1)), size)} if with_w else {}
     image_wplus, f_gen = G.synthesis(out.wplus, feature_layer=feature_layer, return_features=True)
-    images["wplus"] = pool_to(image_wplus, size)
+    images["wplus"] = resize_square(image_wplus, size)
     if out.f is not None:
         image_f = G.synthesis(out.wplus, feature=out.f, feature_layer=feature_layer, feature_blend=feature_blend)
-        images["f"] = pool_to(image_f, size)
+        images["f"] = resize_square(image_f, size)
     return (images, f_gen) if return_features else images
 
 
@@ -82,7 +67,7 @@ def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32)
     size, layer = encoder.cfg.image_size, encoder.cfg.feature_layer
     parts: list[Inversion] = []
     for chunk in images.split(batch_size):
-        x = resize_to(to_float(chunk).to(device), size)
+        x = resize(to_float(chunk).to(device), size)
         out = encoder(x)
         rec = render(G, out, size, layer)
         parts.append(Inversion(out.w, out.wplus, out.f, rec["w"], rec["wplus"], rec.get("f")))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clcae.data import resize_square
 from clcae.distributed import all_gather_with_grad, gather_sizes, get_rank, get_world_size, is_distributed
 
 
@@ -287,14 +288,3 @@ class InversionLoss(nn.Module):
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     """float32 for half-precision values (bf16 autocast judges), other dtypes as they are."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C, size, size]: box filter (adaptive average pooling) when shrinking,
-    bilinear when growing; unchanged when already that size."""
-    h, w = image.shape[-2:]
-    if (h, w) == (size, size):
-        return image
-    if h >= size and w >= size:
-        return F.adaptive_avg_pool2d(image, size)
-    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)

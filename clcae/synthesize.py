@@ -20,10 +20,10 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from clcae.config import InputError
+from clcae.data import resize
 from clcae.io import file_sha256, read_tensors, save_json, save_torch
 from clcae.seeding import derive_seed
 from clcae.images import to_uint8
@@ -46,13 +46,6 @@ class PairSpec:
 def pairs_manifest(folder: str | Path) -> dict:
     """The spec the pairs in ``folder`` were made with (what a consumer's resume checks)."""
     return json.loads((Path(folder) / "manifest.json").read_text())
-
-
-def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Antialiased bilinear resize to the pairs' resolution (no-op at the same size)."""
-    if images.shape[-1] == resolution:
-        return images
-    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
 
 
 def shard_seed(seed: int, shard: int) -> int:

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from clcae.config import ConfigError, EncoderTrainConfig, InputError
-from clcae.data import ImageSet
+from clcae.data import ImageSet, resize_square
 from clcae.distributed import (all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process,
                                replicas_identical, same_on_all_ranks)
 from clcae.images import to_float, to_uint8
@@ -58,11 +58,9 @@ def loss_config(cfg: EncoderTrainConfig) -> InversionLossConfig:
 
 def average_image(G, size: int) -> torch.Tensor:
     """G(w_avg) at the encoder's side [1, 3, S, S]: the image the encoder input is centred on (pSp)."""
-    from clcae.inversion import pool_to
-
     with torch.inference_mode():
         w = G.latent_avg[None, None].expand(1, G.n_latent, -1)
-        return pool_to(G.synthesis(w), size).float().clone()
+        return resize_square(G.synthesis(w), size).float().clone()
 
 
 def build_encoder(cfg: EncoderTrainConfig, G, image_size: int) -> CLCAEEncoder:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from clcae.losses import AlignLoss, InversionLoss, InversionLossConfig, resize_square
+from clcae.data import resize_square
+from clcae.losses import AlignLoss, InversionLoss, InversionLossConfig
 from clcae.schedules import feature_blend
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from clcae.io import CheckpointError, read_checkpoint, read_state_dict, save_torch
 from clcae.nets.irse import infer_body, load_state_strict
-from clcae.nets.psp import FeaturePyramid, Map2Style, check_pyramid_sizes
+from clcae.nets.psp import Centred, FeaturePyramid, Map2Style, check_pyramid_sizes
 
 
 @dataclass
@@ -137,7 +137,7 @@ class LatentEncoder(nn.Module):
         return F.normalize(self.latent_projection(x.mean(1)), dim=-1)  # [B, E]
 
 
-class Aligner(nn.Module):
+class Aligner(Centred):
     """h_I and h_w with the learnable log inverse temperature and the centring statistics.
 
     ``image_avg`` [1, 3, S, S] and ``w_avg`` [1, D] are buffers (saved with the weights) so a
@@ -153,13 +153,6 @@ class Aligner(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.init_temperature)))
         self.register_buffer("image_avg", torch.zeros(1, 3, cfg.image_size, cfg.image_size))
         self.register_buffer("w_avg", torch.zeros(1, cfg.style_dim))
-
-    @torch.no_grad()
-    def set_averages(self, image_avg: torch.Tensor | None = None, w_avg: torch.Tensor | None = None) -> None:
-        if image_avg is not None:
-            self.image_avg.copy_(image_avg.reshape(self.image_avg.shape))
-        if w_avg is not None:
-            self.w_avg.copy_(w_avg.reshape(self.w_avg.shape))
 
     def embed_image(self, image: torch.Tensor) -> torch.Tensor:
         return self.image_encoder(image - self.image_avg)  # [B, E]

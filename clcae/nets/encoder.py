@@ -44,7 +44,7 @@ from torch import nn
 
 from clcae.io import CheckpointError, read_checkpoint, save_torch
 from clcae.nets.irse import infer_body, load_state_strict
-from clcae.nets.psp import FeaturePyramid, Map2Style, check_pyramid_sizes
+from clcae.nets.psp import Centred, FeaturePyramid, Map2Style, check_pyramid_sizes
 from clcae.nets.stylegan2 import Generator, generator_from_state
 
 # W+ layers [0, COARSE) read T1, [COARSE, MEDIUM) T2, the rest T3 (pSp's split, kept by CLCAE)
@@ -187,7 +187,7 @@ class FeatureHead(nn.Module):
         return self.convs(x)  # [B, out_c, H / 2**downsamples, W / 2**downsamples]
 
 
-class CLCAEEncoder(nn.Module):
+class CLCAEEncoder(Centred):
     """image -> (w, w+, f); see the module docstring for the structure and the switches.
 
     Buffers ``w_avg`` [D] (the generator's latent_avg) and ``image_avg`` [1, 3, S, S] (the
@@ -214,13 +214,6 @@ class CLCAEEncoder(nn.Module):
             self.f_head = FeatureHead(c, cfg.f_channels, cfg.f_downsamples)  # official content_layer
         self.register_buffer("w_avg", torch.zeros(d))
         self.register_buffer("image_avg", torch.zeros(1, 3, s, s))
-
-    @torch.no_grad()
-    def set_averages(self, image_avg: torch.Tensor | None = None, w_avg: torch.Tensor | None = None) -> None:
-        if image_avg is not None:
-            self.image_avg.copy_(image_avg.reshape(self.image_avg.shape))
-        if w_avg is not None:
-            self.w_avg.copy_(w_avg.reshape(self.w_avg.shape))
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         """The official forward: ``x`` [B, 3, S, S] already minus the average image."""

@@ -39,6 +39,19 @@ def check_pyramid_sizes(who: str, image_size: int, num_layers: int, mode: str) -
         raise ValueError(f"{who}.mode: expected one of {MODES}, got {mode!r}")
 
 
+class Centred(nn.Module):
+    """A model whose inputs are centred on averages kept as buffers ``image_avg`` and ``w_avg``
+    (pSp/ReStyle subtract the average image; w is taken relative to the generator's latent_avg).
+    The owner registers both buffers in its shape; they are saved with the weights."""
+
+    @torch.no_grad()
+    def set_averages(self, image_avg: torch.Tensor | None = None, w_avg: torch.Tensor | None = None) -> None:
+        if image_avg is not None:
+            self.image_avg.copy_(image_avg.reshape(self.image_avg.shape))
+        if w_avg is not None:
+            self.w_avg.copy_(w_avg.reshape(self.w_avg.shape))
+
+
 class Pyramid(NamedTuple):
     t1: torch.Tensor  # coarse [B, C, S/16, S/16]
     t2: torch.Tensor  # medium [B, C, S/8, S/8]

@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/synthesize.py
 	$(PY) benchmarks/procfaces.py
 	$(PY) benchmarks/encoder.py
+	$(PY) benchmarks/editing.py
 
 # Retrain the procfaces world's generator from scratch (seeded): trains the two teacher world
 # CNNs (seeds 1 and 2, ~3 CPU minutes each), then GEN_MINUTES of regression with the teacher

@@ -317,6 +317,67 @@ class TrainEncoderConfig:
 
 
 @dataclass
+class FitDirectionsConfig:
+    """Block `fit_directions`: InterFaceGAN boundaries and a GANSpace PCA from sampled w."""
+    n_samples: int = param(10_000, ge=100, help="mapped w rendered and labelled (InterFaceGAN: 500,000)")
+    batch_size: int = param(64, ge=1)
+    truncation: float = param(1.0, gt=0, le=1)
+    attributes: list[str] = param(default_factory=list, help="[]: every attribute the world's classifier reads")
+    chosen_frac: float = param(0.1, gt=0, le=0.5, help="most confident fraction of each side (InterFaceGAN: 0.02)")
+    train_frac: float = param(0.7, gt=0, lt=1, help="of the chosen samples; the rest scores the SVM")
+    svm_c: float = param(1.0, gt=0)
+    strength: float = param(3.0, help="the typical strength recorded with each InterFaceGAN direction")
+    conditions: dict[str, list[str]] = param(default_factory=dict,
+                                             help="{attr: [other, ...]}: also `<attr>_without_<other>...`")
+    pca_components: int = param(16, ge=1)
+    effect_samples: int = param(256, ge=2, help="sampled w each GANSpace component's attribute effect is read on")
+    ganspace_edits: dict[str, list[float]] = param(default_factory=dict,
+                                                   help="{name: [component, first_layer, last_layer, strength]}")
+    published: dict[str, str] = param(default_factory=dict,
+                                      help="{name: file}: published InterFaceGAN normals (.pt [1, D] or .npy)")
+    published_pca: str | None = param(None, help="a published GANSpace ffhq_pca.pt; replaces the fitted PCA")
+    out_dir: str = "data/directions"
+    report_dir: str = "reports/directions"
+
+    def check(self, where: str) -> None:
+        for name, edit in self.ganspace_edits.items():
+            if len(edit) != 4 or any(float(v) != int(v) for v in edit[:3]) or not 0 <= edit[1] <= edit[2]:
+                raise ConfigError(f"{where}.ganspace_edits.{name}: expected [component, first_layer, last_layer, "
+                                  f"strength] with first_layer <= last_layer, got {edit}")
+            if not 0 <= edit[0] < self.pca_components and self.published_pca is None:
+                raise ConfigError(f"{where}.ganspace_edits.{name}: component {int(edit[0])} not in "
+                                  f"0..{self.pca_components - 1} (pca_components)")
+        for name, others in self.conditions.items():
+            if name in others:
+                raise ConfigError(f"{where}.conditions.{name}: an attribute cannot be its own condition")
+
+
+@dataclass
+class EvaluateConfig:
+    """Block `evaluate`: the trained variants on the world's test split: reconstruction and editing."""
+    variants: list[str] = param(default_factory=list, help="[]: every train_encoder variant")
+    test_images: int = param(0, ge=0, help="first n test images reconstructed and scored (0: all)")
+    metrics: list[str] = param(default_factory=lambda: ["mse", "l2_psp", "psnr", "ssim", "ms_ssim", "lpips"],
+                               help="registered image metrics (clcae.metrics.list_metrics())")
+    edit_images: int = param(300, ge=2, help="first n test images the editing scores use")
+    edit_directions: list[str] = param(default_factory=lambda: ["smile", "eye_open", "yaw", "beard"])
+    edit_strengths: list[float] = param(default_factory=lambda: [-4.0, -2.0, 2.0, 4.0])
+    edit_strength: float = param(2.0, gt=0, help="the strength of the headline editing check and the consistency")
+    consistency_images: int = param(100, ge=1, help="first n of the edit images for e4e's editing consistency")
+    same_person_threshold: float | None = param(None, help="None: from the world's test-split verification curve")
+    batch_size: int = param(64, ge=1)
+    report_dir: str = "reports/evaluate"
+    metrics_file: str = "reports/metrics.json"
+
+
+@dataclass
+class ReportConfig:
+    """Block `report`: reports/report.md from the metrics files (claims with bootstrap intervals)."""
+    n_boot: int = param(2000, ge=100, help="bootstrap resamples of every interval")
+    out_dir: str = "reports"   # report.md, claims.csv, report_summary.json, figures/
+
+
+@dataclass
 class Params:
     """The whole params.yaml. Later stages add their blocks here."""
     shared: SharedConfig = field(default_factory=SharedConfig)
@@ -325,6 +386,9 @@ class Params:
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     train_aligner: TrainAlignerConfig = field(default_factory=TrainAlignerConfig)
     train_encoder: TrainEncoderConfig = field(default_factory=TrainEncoderConfig)
+    fit_directions: FitDirectionsConfig = field(default_factory=FitDirectionsConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:

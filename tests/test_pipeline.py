@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -50,6 +51,10 @@ TINY = {
                       "warmup_steps": 2, "holdout": 40, "eval_every": 3, "checkpoint_every": 3},
     "train_encoder": {"common": {"width": 4, "heads": 2, "batch_size": 4, "steps": 2, "log_every": 1,
                                  "checkpoint_every": 1, "sample_every": 2, "test_images": 8}},
+    "fit_directions": {"n_samples": 200, "chosen_frac": 0.2, "pca_components": 4,
+                       "ganspace_edits": {"pc1_coarse": [1, 0, 3, 2.0]}, "conditions": {"smile": ["age"]}},
+    "evaluate": {"edit_images": 6, "consistency_images": 3, "edit_strengths": [-2.0, 2.0], "batch_size": 4,
+                 "edit_directions": ["smile", "eye_open", "yaw", "beard", "pc1_coarse", "smile_without_age"]},
 }
 
 
@@ -87,10 +92,33 @@ def test_dvc_repro_and_exp_run_end_to_end(tmp_path):
     assert aligner["steps"] == 6 and aligner["holdout_pairs"] == 40
     assert 0.0 <= aligner["i2w_top1"] <= aligner["i2w_top5"] <= 1.0
     assert (repo / "data/world/test/labels.csv").exists() and (repo / "data/pairs/stats.pt").exists()
-    encoders = {v: json.loads((repo / f"reports/train_encoder/{v}/metrics.json").read_text()) for v in ("clcae", "psp")}
+    encoders = {v: json.loads((repo / f"reports/train_encoder/{v}/metrics.json").read_text())
+                for v in ("clcae", "psp", "no_align")}
     assert set(encoders["clcae"]["test"]) == {"w", "wplus", "f"} and set(encoders["psp"]["test"]) == {"w", "wplus"}
     assert encoders["clcae"]["steps"] == 2 and encoders["clcae"]["test_images"] == 8
     assert (repo / "data/encoder/psp/encoder.pt").exists() and (repo / "reports/train_encoder/clcae/samples.png").exists()
+    directions = json.loads((repo / "data/directions/directions.json").read_text())["directions"]
+    assert {"smile", "yaw", "smile_without_age", "pc1_coarse"} <= set(directions)
+    fitted = json.loads((repo / "reports/directions/metrics.json").read_text())
+    assert 0.0 <= fitted["interfacegan"]["beard"]["val_accuracy"] <= 1.0 and len(fitted["ganspace"]["explained_variance"]) == 4
+    editing = json.loads((repo / "reports/metrics.json").read_text())["editing"]
+    assert editing["images"] == 6 and set(editing["clcae"]) == {"w", "wplus", "f"} and set(editing["psp"]) == {"wplus"}
+    assert set(editing["clcae"]["f"]) == {"smile", "eye_open", "yaw", "beard", "pc1_coarse", "smile_without_age"}
+    assert directions["pc1_coarse"]["attribute"] in fitted["interfacegan"] and directions["smile_without_age"]["attribute"] == "smile"
+    assert 0.0 <= editing["clcae"]["f"]["smile"]["right_way"] <= 1.0 and editing["same_person_threshold"] is not None
+    assert (repo / "reports/evaluate/figures/editing_curves.png").exists()
+    evaluated = json.loads((repo / "reports/metrics.json").read_text())
+    assert set(evaluated["reconstruction"]) == {"clcae", "psp", "no_align"} and evaluated["test_images"] == 20
+    assert set(evaluated["reconstruction"]["psp"]) == {"wplus"}   # its w is never trained as a W code
+    f = evaluated["reconstruction"]["clcae"]["f"]
+    assert {"mse", "l2_psp", "psnr", "ssim", "ms_ssim", "world_perceptual", "world_id_similarity",
+            "fd_world_pooled"} <= set(f) and f["l2_psp"] == pytest.approx(4 * f["mse"], rel=1e-4)
+    assert "lpips" not in f and "alexnet" in evaluated["unavailable"]["lpips"].lower()
+    report = (repo / "reports/report.md").read_text()
+    claims = pd.read_csv(repo / "reports/claims.csv")
+    assert {"holds", "reversed", "inconclusive"} >= set(claims.verdict) and len(claims) > 20
+    row = claims[(claims.a == "clcae F") & (claims.b == "clcae W+") & (claims.metric == "mse")].iloc[0]
+    assert f"{row.a_mean:.4g}" in report and (repo / "reports/figures/metric_bars.png").exists()
     assert "up to date" in dvc("status", cwd=repo).stdout.lower() or dvc("status", cwd=repo).stdout.strip() == ""
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "repro"], cwd=repo,
                    check=True, capture_output=True)
@@ -98,13 +126,18 @@ def test_dvc_repro_and_exp_run_end_to_end(tmp_path):
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "lock"], cwd=repo,
                    capture_output=True)
 
-    # an ablation of the README: one `dvc exp run -S` reruns only the clcae encoder
+    # an ablation of the README: one `dvc exp run -S` reruns the clcae encoder, evaluate and report
     out = dvc("exp", "run", "-S", "train_encoder.variants.clcae.align=0.0", cwd=repo).stdout
     assert "train_encoder@clcae" in out and "Running stage 'train_encoder@psp'" not in out
-    assert "Running stage 'train_aligner'" not in out
+    assert "Running stage 'train_aligner'" not in out and "Running stage 'fit_directions'" not in out
+    assert "Running stage 'evaluate'" in out and "Running stage 'report'" in out
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
     assert diff["reports/train_encoder/clcae/metrics.json"]["test.f.mse"]["diff"] != 0
+    assert diff["reports/metrics.json"]["reconstruction.clcae.f.mse"]["diff"] != 0
+    assert "reconstruction.psp.wplus.mse" not in diff["reports/metrics.json"]   # the baseline did not change
     assert "reports/train_encoder/psp/metrics.json" not in diff and "reports/aligner/metrics.json" not in diff
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    assert any("reports/metrics.json" in json.dumps(row) for row in shown)
     params = json.loads(dvc("params", "diff", "--json", cwd=repo).stdout)
     change = params["params.yaml"]["train_encoder.variants.clcae.align"]
     assert (change["old"], change["new"]) == (0.1, 0.0)

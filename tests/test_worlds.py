@@ -88,6 +88,9 @@ def test_procfaces_judges_are_the_world_cnn(procfaces_world, procfaces_dir):
         assert attrs.shape == (4, 7)
         torch.testing.assert_close(attrs, cnn.attributes(x))
         torch.testing.assert_close(world.features(x), cnn.pooled(x))
+        described = world.describe(x)   # one trunk pass, the same three readouts
+        for name, value in (("identity", emb), ("attributes", attrs), ("features", world.features(x))):
+            torch.testing.assert_close(described[name], value)
         # uint8 images and other sizes: converted to [-1, 1] and resized (antialiased) to 64
         torch.testing.assert_close(world.identity(test[:4]), emb)
         big = F.interpolate(x, size=96, mode="bilinear", antialias=True, align_corners=False)

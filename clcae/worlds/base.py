@@ -84,6 +84,14 @@ class World(ABC):
             raise RuntimeError(f"world {self.name!r} has no attribute classifier{self.no_attributes_hint}")
         return self._attributes(x)
 
+    def describe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{'identity', 'features'[, 'attributes']}`` of one batch: what scoring an edited image
+        needs. A world whose judges share a trunk overrides this to run it once."""
+        out = {"identity": self.identity(x), "features": self.features(x)}
+        if self.attribute_names:
+            out["attributes"] = self.attributes(x)
+        return out
+
     def to(self, device: str | torch.device) -> "World":
         self.device = torch.device(device)
         for judge in self.judges():

@@ -1,8 +1,9 @@
 """The ffhq world's judges, each loaded from a local file (nothing is downloaded at run time).
 
-* LPIPS-AlexNet through the ``lpips`` package: its linear layers ship with the package; the
-  ImageNet AlexNet trunk is torchvision's ``alexnet-owt-7be5be79.pth``, read from where
-  torchvision caches it (``torch.hub.get_dir()/checkpoints``) or from a given path.
+* LPIPS-AlexNet (:mod:`clcae.metrics.lpips`, generic; re-exported here): its linear layers ship
+  with the ``lpips`` package; the ImageNet AlexNet trunk is torchvision's
+  ``alexnet-owt-7be5be79.pth``, read from where torchvision caches it
+  (``torch.hub.get_dir()/checkpoints``) or from ``ffhq.lpips_alexnet``.
 * An attribute classifier in a small documented format (:func:`save_attribute_classifier`).
 * Inception-v3 pool features from torchvision's ImageNet weights, for Frechet statistics.
 ArcFace itself is :mod:`clcae.nets.irse` (``load_arcface``, ``IDEncoder``).
@@ -10,7 +11,6 @@ ArcFace itself is :mod:`clcae.nets.irse` (``load_arcface``, ``IDEncoder``).
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -19,70 +19,20 @@ from torch import nn
 from clcae.config import InputError
 from clcae.data import resize
 from clcae.io import CheckpointError, read_checkpoint
+from clcae.metrics import lpips as metrics_lpips
+from clcae.metrics.lpips import (ALEXNET_FILE, ALEXNET_URL, lpips_distance, lpips_linear_path,  # noqa: F401 (re-exported)
+                                 torchvision_cache)
 from clcae.worlds.base import freeze
 
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
 INCEPTION_URL = f"https://download.pytorch.org/models/{INCEPTION_FILE}"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def torchvision_cache(file: str) -> Path:
-    """Where torchvision looks for (and would download) a weights file."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / file
-
-
-def lpips_linear_path() -> Path:
-    """LPIPS's calibrated linear layers for AlexNet, shipped inside the lpips package."""
-    import lpips
-
-    return Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
-
-
 def load_lpips_alex(alexnet: str | os.PathLike | None = None) -> nn.Module:
-    """LPIPS-AlexNet (v0.1) with its ImageNet trunk from ``alexnet`` (default: torchvision's cache).
-
-    The trunk is built randomly (``pnet_rand``, so the lpips package never downloads) and then
-    filled from the file; a missing file stops with where torchvision expects it.
-    """
-    import lpips
-
-    trunk = Path(alexnet) if alexnet else torchvision_cache(ALEXNET_FILE)
-    linear = lpips_linear_path()
-    where = (f"LPIPS's own linear weights are {linear}"
-             + ("" if linear.is_file() else " (also missing: reinstall the lpips package)"))
-    if not trunk.is_file():
-        raise InputError(
-            f"LPIPS-AlexNet: the ImageNet AlexNet backbone {trunk} is missing. torchvision expects it at "
-            f"torch.hub.get_dir()/checkpoints/{ALEXNET_FILE} = {torchvision_cache(ALEXNET_FILE)} "
-            f"(TORCH_HOME moves it); fetch {ALEXNET_URL} there, or set ffhq.lpips_alexnet to its path. "
-            f"{where}. Nothing is downloaded at run time.")
-    if not linear.is_file():
-        raise InputError(f"LPIPS-AlexNet: {where}")
-    with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation, inside lpips
-        warnings.simplefilter("ignore")
-        net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    state = read_checkpoint(trunk)  # CheckpointError naming the file when unreadable or unsafe
-    # lpips splits torchvision's alexnet.features into slice1..5, keeping the layer indices
-    own = net.net.state_dict()  # slice2.3.weight <- features.3.weight
-    wanted = {key: "features." + key.split(".", 1)[1] for key in own}
-    missing = [src for src in wanted.values() if src not in state]
-    if missing:
-        raise CheckpointError(f"{trunk}: not a torchvision AlexNet state dict: missing {missing[:4]}")
-    wrong = [src for key, src in wanted.items() if state[src].shape != own[key].shape]
-    if wrong:
-        raise CheckpointError(f"{trunk}: AlexNet layers of the wrong shape: {wrong[:4]}")
-    net.net.load_state_dict({key: state[src] for key, src in wanted.items()})
-    return freeze(net)
-
-
-def lpips_distance(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """LPIPS ``[B]`` of images in [-1, 1] (spatially averaged)."""
-    if x.shape != y.shape:
-        raise ValueError(f"lpips: shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}")
-    return net(x, y).flatten()
+    """:func:`clcae.metrics.lpips.load_lpips_alex`, whose error names this world's setting."""
+    return metrics_lpips.load_lpips_alex(alexnet, how_to_point="set ffhq.lpips_alexnet to its path")
 
 
 # ----------------------------------------------------------------------------- attribute classifier

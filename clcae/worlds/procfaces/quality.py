@@ -16,12 +16,9 @@ import json
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from clcae.images import gaussian_blur, to_float, to_uint8
+from clcae.metrics.probe import probe_accuracy
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.procfaces import ATTRIBUTES
 
@@ -44,16 +41,6 @@ def cnn_outputs(cnn, images_u8: torch.Tensor, batch_size: int = 128) -> tuple[np
         attrs.append(cnn.attributes(x).float().cpu())
         pooled.append(cnn.pooled(x).float().cpu())
     return torch.cat(attrs).numpy(), torch.cat(pooled).numpy()
-
-
-def probe_accuracy(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> float:
-    """Held-out accuracy of a linear classifier separating real from fake features."""
-    x = np.concatenate([real, fake])
-    y = np.concatenate([np.zeros(len(real)), np.ones(len(fake))])
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    clf.fit(x_tr, y_tr)
-    return float(clf.score(x_te, y_te))
 
 
 def train_images(n: int, seed: int) -> torch.Tensor:

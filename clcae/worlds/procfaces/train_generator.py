@@ -25,7 +25,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -39,6 +38,7 @@ from tqdm import tqdm
 from clcae.images import gaussian_blur
 from clcae.config import ClcaeError
 from clcae.io import save_image_grid, save_json
+from clcae.metrics.psnr import batch_psnr
 from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Discriminator, Generator, estimate_latent_avg, load_generator,
                                   rosinality_state_dict, save_generator)
 from clcae.training import PROJECT_ROOT, ResumePoint, StopOnSignal, check_finite, code_signature, lr_at, set_lr
@@ -102,7 +102,8 @@ class GeneratorTrainConfig:
 BUDGET = ("steps", "max_minutes", "gan_steps", "gan_minutes")
 RESUMABLE_CHANGES = (*BUDGET, "amp", "compile")
 # the code a resume point must share with the run (relative to the project root)
-CODE = ("clcae/worlds/procfaces", "clcae/nets/stylegan2.py", "clcae/images.py", "clcae/training.py")
+CODE = ("clcae/worlds/procfaces", "clcae/nets/stylegan2.py", "clcae/images.py", "clcae/training.py",
+        "clcae/metrics/psnr.py")
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -212,11 +213,6 @@ def readout_bias(G, cnns: dict[str, WorldCNN], z: torch.Tensor, batch_size: int 
 
 def build_generator(cfg: GeneratorTrainConfig) -> Generator:
     return Generator(cfg.size, cfg.style_dim, cfg.n_mlp, channels=cfg.channels, lr_mlp=cfg.lr_mlp)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = ((a - b) / 2).pow(2).mean().item()  # images in [-1, 1] -> [0, 1] scale
-    return 10 * math.log10(1 / max(mse, 1e-12))
 
 
 def init_from_checkpoint(G: Generator, path: str) -> None:
@@ -472,7 +468,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
                 if st.step % 500 == 0 or st.step == steps or timeout:
                     logs = finite_logs(logs, phase, st.step)  # the one host sync per log interval
                     with torch.no_grad():
-                        val = psnr(st.G_ema(z_val, noise_mode="const"), target_val)
+                        val = batch_psnr(st.G_ema(z_val, noise_mode="const"), target_val)
                     history.append({"phase": phase, "step": st.step, **logs, "val_psnr": val,
                                     "lr": st.opt.param_groups[0]["lr"], "minutes": (time.time() - start) / 60})
                     if not progress:
@@ -498,7 +494,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     save_generator(G_ema.cpu(), out)
     G_ema.to(device)
     with torch.no_grad():
-        val = psnr(G_ema(z_val, noise_mode="const"), target_val)
+        val = batch_psnr(G_ema(z_val, noise_mode="const"), target_val)
     figures = {"init": init, "phase": st.phase, "steps": st.step, "val_psnr_db": val,
                "train_minutes": (time.time() - t_total) / 60,  # this invocation (a resumed run: its last leg)
                "minutes_by_phase": {h["phase"]: h["minutes"] for h in history},  # wall time across resumes

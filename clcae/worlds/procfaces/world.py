@@ -86,6 +86,10 @@ class ProcFacesWorld(World):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.cnn.pooled(check_images(x, "features"))  # [B, w4]
 
+    def describe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        identity, attributes, features = self.cnn.describe(check_images(x, "describe"))  # one trunk pass
+        return {"identity": identity, "attributes": attributes, "features": features}
+
     def train_images(self, size: int) -> ImageSet:
         if self._train is None:
             self._train = load_train_shards(self.out_dir / "train")

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from clcae.config import InputError
 from clcae.images import gaussian_blur, to_float, to_uint8
 from clcae.io import read_checkpoint, save_torch
+from clcae.metrics.regression import attribute_r2
+from clcae.metrics.verification import verification_accuracy
 from clcae.training import check_finite, lr_at, set_lr
 from clcae.worlds.procfaces import procfaces as pf
 
@@ -187,6 +189,12 @@ class WorldCNN(nn.Module):
         """Attribute predictions ``[N, 7]`` in :data:`procfaces.ATTRIBUTES` order and units."""
         return self.attributes_from_trunk(self._trunk(x))
 
+    def describe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`identity`, :meth:`attributes` and :meth:`pooled` from one trunk pass."""
+        h = self._trunk(x)
+        z = self.neck(h)
+        return F.normalize(self.id_head(z), dim=1), self.attr_head(z) * self.attr_std + self.attr_mean, h.mean(dim=(2, 3))
+
     def attributes_from_trunk(self, h: torch.Tensor) -> torch.Tensor:
         """:meth:`attributes` from the last feature map ``[N, w4, 4, 4]`` (reuses a
         :meth:`features` pass)."""
@@ -305,72 +313,11 @@ def embed(model: WorldCNN, images: torch.Tensor, batch_size: int = 500
     return torch.cat(ids), torch.cat(attrs)
 
 
-def attribute_r2(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """sklearn R^2 per attribute plus their mean."""
-    from sklearn.metrics import r2_score
-
-    out = {name: float(r2_score(target[:, j].numpy(), pred[:, j].numpy()))
-           for j, name in enumerate(pf.ATTRIBUTES)}
-    out["mean"] = float(np.mean(list(out.values())))
-    return out
-
-
-def verification_accuracy(emb: torch.Tensor, person_id: torch.Tensor, seed: int = 0) -> float:
-    """Same/different-person accuracy with a threshold fitted on the other half of the people.
-
-    People are split in two halves; each half gets all its same-person pairs and as many
-    random different-person pairs. The cosine threshold that maximises accuracy on one half is
-    scored on the other; the two folds are averaged.
-    """
-    g = torch.Generator().manual_seed(seed)
-    people = torch.unique(person_id)
-    people = people[torch.randperm(len(people), generator=g)]
-    halves = [people[: len(people) // 2], people[len(people) // 2:]]
-    pairs = [_pairs(emb, person_id, h, g) for h in halves]
-    accs = []
-    for fit, score in ((0, 1), (1, 0)):
-        thr = _best_threshold(*pairs[fit])
-        sims, same = pairs[score]
-        accs.append(float(((sims > thr) == same).float().mean()))
-    return float(np.mean(accs))
-
-
-def _pairs(emb, person_id, people, g) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine similarities and same-person flags for one half of the people."""
-    idx = torch.nonzero(torch.isin(person_id, people)).squeeze(1)
-    pid = person_id[idx]
-    same_i, same_j = torch.triu_indices(len(idx), len(idx), offset=1)
-    keep = pid[same_i] == pid[same_j]
-    pos = (idx[same_i[keep]], idx[same_j[keep]])
-    n_neg = int(keep.sum())
-    a = torch.randint(0, len(idx), (4 * n_neg,), generator=g)
-    b = torch.randint(0, len(idx), (4 * n_neg,), generator=g)
-    diff = pid[a] != pid[b]
-    neg = (idx[a[diff][:n_neg]], idx[b[diff][:n_neg]])
-    i = torch.cat([pos[0], neg[0]])
-    j = torch.cat([pos[1], neg[1]])
-    sims = (emb[i] * emb[j]).sum(1)
-    same = torch.cat([torch.ones(len(pos[0]), dtype=torch.bool), torch.zeros(len(neg[0]), dtype=torch.bool)])
-    return sims, same
-
-
-def _best_threshold(sims: torch.Tensor, same: torch.Tensor) -> float:
-    order = torch.argsort(sims)
-    s, y = sims[order], same[order].float()
-    # predicting "same" for everything above position k: correct = negatives below + positives above
-    neg_below = torch.cat([torch.zeros(1), torch.cumsum(1 - y, 0)])
-    pos_above = y.sum() - torch.cat([torch.zeros(1), torch.cumsum(y, 0)])
-    k = int(torch.argmax(neg_below + pos_above))
-    lo = s[k - 1] if k > 0 else s[0] - 1
-    hi = s[k] if k < len(s) else s[-1] + 1
-    return float((lo + hi) / 2)
-
-
 def evaluate(model: WorldCNN, images: torch.Tensor, labels: torch.Tensor, person_id: torch.Tensor,
              seed: int = 0) -> dict:
     """R^2 per attribute, identity verification accuracy and blur shift on one held-out set."""
     emb, pred = embed(model, images)
-    return {"attr_r2": attribute_r2(pred, labels),
+    return {"attr_r2": attribute_r2(pred, labels, pf.ATTRIBUTES),
             "verification_acc": verification_accuracy(emb, person_id, seed=seed),
             "blur_shift": blur_shift(model, images, pred)}
 

@@ -1,0 +1,102 @@
+"""The paper's claims, tested on per-image numbers with bootstrap intervals (``clcae.stats``).
+
+Each comparison pairs two (variant, space) cells on the same test images: the mean difference
+A - B, its 95% interval (paired over images, a person's images resampled together when the
+frames carry ``person_id``; over seeds and images when they carry more than one ``seed``) and a verdict: ``holds`` when the interval lies on A's better side,
+``reversed`` when on B's, ``inconclusive`` when it contains 0. A claim whose cells are missing
+from the run (e.g. no ``no_align`` variant was trained) is listed as not tested, with the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from clcae.stats import hierarchical_bootstrap, paired_bootstrap, verdict
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    space: str
+
+    def __str__(self) -> str:
+        return f"{self.variant} {({'w': 'W', 'wplus': 'W+', 'f': 'F'}).get(self.space, self.space)}"
+
+
+def paired_values(frame: pd.DataFrame, a: Cell, b: Cell, value: str):
+    """``(A [S, N], B [S, N], groups [N] or None)``: the two cells' values on the images (and seeds)
+    both have, joined on ``image`` (and ``seed``); None when a cell is absent. ``groups`` is the
+    ``person_id`` column when there is one (a person's photos are resampled together)."""
+    keys = ["seed", "image"] if "seed" in frame else ["image"]
+    cells = []
+    for cell in (a, b):
+        rows = frame[(frame.variant == cell.variant) & (frame.space == cell.space)]
+        if rows.empty or value not in rows:
+            return None
+        cells.append(rows[keys + (["person_id"] if "person_id" in rows else []) + [value]])
+    both = cells[0].merge(cells[1], on=keys + (["person_id"] if "person_id" in cells[0] else []),
+                          suffixes=("_a", "_b"))
+    if both.empty:
+        raise ValueError(f"compare {a} vs {b} on {value}: the two cells share no image")
+    seeds = both["seed"] if "seed" in both else pd.Series(0, index=both.index)
+    both = both.assign(seed=seeds).sort_values(["seed", "image"])
+    va = both.pivot(index="seed", columns="image", values=f"{value}_a").dropna(axis=1)
+    vb = both.pivot(index="seed", columns="image", values=f"{value}_b")[va.columns]
+    groups = None
+    if "person_id" in both:
+        groups = both.drop_duplicates("image").set_index("image").loc[va.columns, "person_id"].to_numpy()
+    return va.to_numpy(), vb.to_numpy(), groups
+
+
+def compare(frame: pd.DataFrame, claim: str, a: Cell, b: Cell, metric: str, higher_is_better: bool,
+            n_boot: int = 2000, seed: int = 0) -> dict:
+    """One row of the claims table: is A better than B on ``metric``?"""
+    row = {"claim": claim, "a": str(a), "b": str(b), "metric": metric}
+    values = paired_values(frame, a, b, metric)
+    if values is None:
+        present = {(v, s) for v, s in zip(frame.variant, frame.space)}
+        missing = " and ".join(str(c) for c in (a, b) if (c.variant, c.space) not in present)
+        return {**row, "verdict": "not tested", "note": f"{missing or metric} not in this run"}
+    va, vb, groups = values
+    iv = (hierarchical_bootstrap(va, vb, n_boot, seed=seed, groups=groups) if va.shape[0] > 1
+          else paired_bootstrap(va[0], vb[0], n_boot, seed=seed, groups=groups))
+    return {**row, "a_mean": float(va.mean()), "b_mean": float(vb.mean()), **iv.as_dict(),
+            "verdict": verdict(iv, lower_is_better=not higher_is_better),
+            "note": "" if iv.n_seeds > 1 else "one training seed"}
+
+
+def paper_claims(recon: pd.DataFrame, editing: pd.DataFrame | None, metrics: dict[str, bool],
+                 edit_strength: float, baseline: str = "psp", ablation: str = "no_align",
+                 n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """The claims of CLCAE's paper (section 4) on this run's frames.
+
+    ``recon``: per-image reconstruction figures (variant, space, image[, seed], one column per
+    metric); ``metrics``: metric -> higher_is_better; ``editing``: per-image editing scores
+    (variant, space, direction, strength, image, identity) or None.
+    """
+    rows = []
+    for space in ("w", "wplus", "f"):
+        for m, hib in metrics.items():
+            rows.append(compare(recon, f"the align loss improves {str(Cell('', space)).strip()} reconstruction",
+                                Cell("clcae", space), Cell(ablation, space), m, hib, n_boot, seed))
+    for a, b in (("f", "wplus"), ("wplus", "w")):
+        for m, hib in metrics.items():
+            rows.append(compare(recon, "distortion: F < W+ < W", Cell("clcae", a), Cell("clcae", b), m, hib, n_boot, seed))
+    for a, b in (("f", "wplus"), ("wplus", "wplus")):
+        for m, hib in metrics.items():
+            rows.append(compare(recon, "CLCAE beats the pSp-style baseline", Cell("clcae", a), Cell(baseline, b), m,
+                                hib, n_boot, seed))
+    if editing is not None:
+        edits = editing[editing.strength.abs() == edit_strength]
+        # one number per image: identity averaged over the directions and both signs
+        keys = ["variant", "space", "image"] + [k for k in ("seed", "person_id") if k in edits]
+        per_image = edits.groupby(keys, as_index=False)[["identity", "target_gain"]].mean()
+        claim = f"F edits keep identity better than W+ edits (strength +-{edit_strength:g})"
+        control = f"(control) F edits move the attribute as far as W+ edits (strength +-{edit_strength:g})"
+        for b in (Cell("clcae", "wplus"), Cell(baseline, "wplus")):
+            rows.append(compare(per_image, claim, Cell("clcae", "f"), b, "identity", True, n_boot, seed))
+        for b in (Cell("clcae", "wplus"), Cell(baseline, "wplus")):
+            rows.append(compare(per_image, control, Cell("clcae", "f"), b, "target_gain", True, n_boot, seed))
+    return pd.DataFrame(rows)

@@ -1,0 +1,328 @@
+"""Stage `evaluate`: every trained variant on the world's test split.
+
+Reconstruction: each variant inverts the test images; for each space it trains (W only where
+the variant's loss trains G(w): the pSp-style baseline's w is never trained as a W code) the
+registered image metrics (``clcae.metrics``: MSE on [0, 1], pSp's L2, PSNR, SSIM, MS-SSIM, LPIPS
+when its AlexNet weights are there, else recorded as unavailable with the reason), the world's
+perceptual distance and identity similarity, per image; a Frechet distance of each space's
+reconstructions to the real test images through the world's features; the inversion time per
+image (encoder + the final render).
+
+Editing (CLCAE's section 3.3, scored as e4e and HFGI do): the first ``edit_images`` test images'
+inversions are edited along each direction in every space over a strength sweep and judged by the
+world (attribute change, drift of the other attributes, identity kept, Frechet distance of the
+edited set to the real test images); e4e's latent editing consistency at the headline strength.
+Skipped, with the reason in the metrics, when the world reads no attributes.
+
+Writes per-image CSVs (``reports/evaluate/``), ``reports/metrics.json`` and PNG figures
+(``reports/evaluate/figures/``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from clcae.config import ConfigError, InputError
+from clcae.editing import Editor, read_directions
+from clcae.editing.scores import EditJudges, edit_sweep, editing_consistency
+from clcae.images import to_float, to_uint8
+from clcae.inversion import invert, load_encoder
+from clcae.io import save_image_grid, save_json
+from clcae.metrics import MetricUnavailable, compute, get_metric
+from clcae.metrics.frechet import FrechetReference
+from clcae.metrics.runtime import seconds_per_image
+from clcae.metrics.verification import same_person_threshold
+
+SPACES = ("w", "wplus", "f")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def first(inversion, n: int):
+    """The first ``n`` images of an Inversion."""
+    return type(inversion)(**{k: (v[:n] if torch.is_tensor(v) else v) for k, v in vars(inversion).items()})
+
+
+def world_threshold(world, test, batch_size: int) -> float | None:
+    """The world's same-person cosine threshold from its verification curve on the test split
+    (None when the test images carry no person ids)."""
+    labels = test.labels
+    if labels is None or "person_id" not in labels:
+        return None
+    with torch.inference_mode():
+        emb = torch.cat([world.identity(to_float(test.batch(idx)).to(world.device)).cpu()
+                         for idx in torch.arange(len(test)).split(batch_size)])
+    return same_person_threshold(emb, torch.tensor(labels["person_id"].to_numpy()))
+
+
+def metric_context(names: list[str], lpips_alexnet: str | None, device) -> tuple[list[str], dict, dict]:
+    """The image metrics that can run here, their shared context and ``{name: reason}`` for the
+    ones that cannot (LPIPS without its AlexNet weights: never with stand-in weights)."""
+    from clcae.metrics.lpips import load_lpips_alex
+
+    ctx, unavailable = {}, {}
+    for name in names:
+        get_metric(name)   # an unknown name fails here, listing the known ones
+    if "lpips" in names:
+        try:
+            ctx["lpips_net"] = load_lpips_alex(lpips_alexnet, how_to_point="set ffhq.lpips_alexnet").to(device)
+        except MetricUnavailable as e:
+            unavailable["lpips"] = e.reason
+        except FileNotFoundError as e:   # the loader's own message (names the expected file)
+            unavailable["lpips"] = str(e)
+    return [n for n in names if n not in unavailable], ctx, unavailable
+
+
+def load_variant(params, variant: str, device):
+    path = Path(params.train_encoder.out_dir) / variant / "encoder.pt"
+    if not path.is_file():
+        raise InputError(f"{path}: encoder of variant {variant!r} not found (run `dvc repro train_encoder@{variant}`)")
+    return load_encoder(path, device=device)
+
+
+def final_render_seconds(encoder, G, x: torch.Tensor) -> float:
+    """Seconds per image of encoder + the variant's final render (G(w+, f), or G(w+) without f),
+    as the papers time an inversion method."""
+    layer = encoder.cfg.feature_layer
+
+    def run(batch):
+        out = encoder(batch)
+        return G.synthesis(out.wplus, feature=out.f, feature_layer=layer) if out.f is not None else G.synthesis(out.wplus)
+    with torch.inference_mode():
+        return seconds_per_image(run, x)
+
+
+# ----------------------------------------------------------------------------- reconstruction
+
+
+def reconstruction_scores(world, images_by_space: dict, inputs: torch.Tensor, names: list[str], ctx: dict,
+                          real: FrechetReference, batch_size: int) -> tuple[pd.DataFrame, dict]:
+    """Per-image figures of every space -> (frame: space, image, one column per metric;
+    {space: Frechet distance to the real test images})."""
+    frames, fd = [], {}
+    world_cols = [world.perceptual_name] if world.perceptual_name not in names else []   # ffhq: it is lpips
+    id_col = f"{world.identity_name}_similarity"
+    with torch.inference_mode():
+        target_id = torch.cat([world.identity(x) for x in inputs.split(batch_size)])
+    for space, images in images_by_space.items():
+        images = images.clamp(-1, 1)
+        cols: dict[str, list] = {}
+        feats = []
+        for x, y, tid in zip(images.split(batch_size), inputs.split(batch_size), target_id.split(batch_size)):
+            with torch.inference_mode():
+                for name in names:
+                    cols.setdefault(name, []).append(compute(name, x, y, **{k: v for k, v in ctx.items()
+                                                                           if k in get_metric(name).context}))
+                for name in world_cols:
+                    cols.setdefault(name, []).append(world.perceptual(x, y))
+                readout = world.describe(x)
+                cols.setdefault(id_col, []).append((readout["identity"] * tid).sum(1))
+                feats.append(readout["features"].float().cpu())
+        fd[space] = real.distance(torch.cat(feats))
+        frames.append(pd.DataFrame({"space": space, "image": range(len(images)),
+                                    **{k: torch.cat(v).float().cpu().numpy() for k, v in cols.items()}}))
+    return pd.concat(frames, ignore_index=True), fd
+
+
+def reconstruction_grid(inputs: torch.Tensor, images: dict[str, dict], path: Path, n: int = 8) -> None:
+    """Rows: test images; columns: input, then each variant's renders (its scored spaces)."""
+    columns = [inputs[:n]] + [img[:n] for by_space in images.values() for img in by_space.values()]
+    grid = torch.stack([c.clamp(-1, 1).cpu() for c in columns], 1).flatten(0, 1)
+    save_image_grid(to_uint8(grid), path, nrow=len(columns))
+
+
+# ----------------------------------------------------------------------------- editing
+
+
+def summarise(per_set: pd.DataFrame, consistency: pd.DataFrame, strength: float, fd_name: str) -> dict:
+    """{space: {direction: figures}} at ``+-strength`` (both signs pooled), the unedited
+    reconstruction's Frechet distance beside the edited one, and the consistency."""
+    at = per_set[per_set.strength.abs() == strength]
+    out: dict = {}
+    for (space, name), rows in at.groupby(["space", "direction"]):
+        lec = consistency[(consistency.space == space) & (consistency.direction == name)]
+        base = per_set[(per_set.space == space) & (per_set.direction == name) & (per_set.strength == 0)]
+        out.setdefault(space, {})[name] = {
+            "right_way": rows.right_way.mean(), "identity_kept": rows.identity_kept.mean(),
+            "identity": rows.identity.mean(), "target_gain": rows.target_gain.mean(),
+            "other_drift": rows.other_drift.mean(), fd_name: rows.frechet.mean(),
+            f"{fd_name}_unedited": base.frechet.mean(),
+            "lec_perceptual": lec.perceptual.mean(), "lec_latent": lec.latent.mean()}
+    return {s: {d: {k: round(float(v), 5) for k, v in f.items() if v == v} for d, f in ds.items()}
+            for s, ds in out.items()}
+
+
+def plot_curves(per_set: pd.DataFrame, fd_name: str, path: Path) -> None:
+    """Rows: target change, other drift, identity, Frechet; columns: directions; lines: variant x space."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(per_set.direction))
+    rows = [("target_change", "target attribute change"), ("other_drift", "other attributes |change|"),
+            ("identity", "identity cos to input"), ("frechet", fd_name)]
+    fig, axes = plt.subplots(len(rows), len(names), figsize=(3.2 * len(names), 2.4 * len(rows)), squeeze=False)
+    styles = {"w": ":", "wplus": "--", "f": "-"}
+    variants = list(dict.fromkeys(per_set.variant))
+    for (variant, space), frame in per_set.groupby(["variant", "space"], sort=False):
+        for j, name in enumerate(names):
+            d = frame[frame.direction == name].sort_values("strength")
+            for i, (col, _) in enumerate(rows):
+                axes[i, j].plot(d.strength, d[col], styles.get(space, "-"), marker=".",
+                                label=f"{variant} {space}", color=f"C{variants.index(variant)}")
+    for j, name in enumerate(names):
+        axes[0, j].set_title(name)
+        axes[-1, j].set_xlabel("strength")
+    for i, (_, label) in enumerate(rows):
+        axes[i, 0].set_ylabel(label)
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def edit_grid(editor: Editor, inversion, directions: dict, strengths: list[float], space: str, path: Path) -> None:
+    """One test image: rows = directions, columns = the strengths (0: the reconstruction)."""
+    one = first(inversion, 1)
+    rows = [torch.cat([editor.edit(one, d, s, spaces=(space,)).images[space] for s in strengths])
+            for d in directions.values()]
+    save_image_grid(to_uint8(torch.cat(rows).clamp(-1, 1)).cpu(), path, nrow=len(strengths))
+
+
+def evaluate_editing(G, world, variant: str, encoder, inputs: torch.Tensor, inversion, spaces: tuple[str, ...],
+                     directions: dict, real_features, threshold, cfg) -> tuple:
+    """One variant's editing scores -> (per-image frame, per-set frame, consistency frame)."""
+    n = min(cfg.edit_images, len(inputs))
+    inputs, inversion = inputs[:n], first(inversion, n)
+    editor = Editor.for_encoder(encoder, G, batch_size=cfg.batch_size)
+    judges = EditJudges(world.describe, list(world.attribute_names), world.perceptual, threshold,
+                        batch_size=cfg.batch_size)
+    strengths = sorted({0.0, *cfg.edit_strengths, cfg.edit_strength, -cfg.edit_strength})
+    per_image, per_set = edit_sweep(editor, inversion, inputs, directions, strengths, judges, real_features, spaces)
+    consistency = editing_consistency(editor, lambda x: invert(encoder, G, x, batch_size=cfg.batch_size),
+                                      first(inversion, min(cfg.consistency_images, n)), directions,
+                                      cfg.edit_strength, judges, spaces)
+    space = "f" if "f" in spaces else "wplus"
+    edit_grid(editor, inversion, directions, strengths, space,
+              Path(cfg.report_dir) / "figures" / f"edits_{variant}_{space}.png")
+    for frame in (per_image, per_set, consistency):
+        frame.insert(0, "variant", variant)
+    return per_image, per_set, consistency
+
+
+def editing_directions(params, world, G, cfg) -> tuple[dict, str | None]:
+    """The directions to score, each with the attribute it edits, or ``({}, why not)``."""
+    if not cfg.edit_directions:
+        return {}, "evaluate.edit_directions is empty"
+    if not world.attribute_names:
+        return {}, f"the {world.name} world reads no attributes{world.no_attributes_hint}"
+    available = read_directions(params.fit_directions.out_dir, G.style_dim, G.n_latent)
+    directions = {}
+    for name in cfg.edit_directions:
+        if name not in available:
+            raise ConfigError(f"evaluate.edit_directions: {name!r} is not in {params.fit_directions.out_dir} "
+                              f"(it has {', '.join(available)})")
+        d = available[name]
+        if (d.attribute or name) not in world.attribute_names:
+            raise ConfigError(f"evaluate.edit_directions: {name!r} edits {d.attribute or name!r}, which the "
+                              f"{world.name} world does not read ({world.attribute_names})")
+        directions[name] = d
+    return directions, None
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def run(params) -> dict:
+    """Stage entry: params.evaluate (+ shared, train_encoder, fit_directions) -> reports/."""
+    from clcae.distributed import stage_device
+    from clcae.nets.stylegan2 import load_generator
+    from clcae.worlds import load_world
+
+    cfg = params.evaluate
+    device = stage_device(params.shared)
+    start = time.perf_counter()
+    G = load_generator(params.shared.generator, device=device).eval()
+    world = load_world(params, device)
+    variants = cfg.variants or list(params.train_encoder.variants)
+    unknown = [v for v in variants if v not in params.train_encoder.variants]
+    if unknown:
+        raise ConfigError(f"evaluate.variants: {unknown} not among train_encoder.variants "
+                          f"{list(params.train_encoder.variants)}")
+    directions, no_editing = editing_directions(params, world, G, cfg)
+    report = Path(cfg.report_dir)
+    (report / "figures").mkdir(parents=True, exist_ok=True)
+
+    size = params.train_encoder.common.image_size or G.size
+    test = world.test_images(size)
+    n = min(cfg.test_images or len(test), len(test))
+    inputs = torch.cat([to_float(test.batch(idx)) for idx in torch.arange(n).split(cfg.batch_size)]).to(device)
+    person = test.labels["person_id"].to_numpy()[:n] if test.labels is not None and "person_id" in test.labels else None
+    threshold, threshold_source = cfg.same_person_threshold, "evaluate.same_person_threshold"
+    if threshold is None:
+        threshold, threshold_source = world_threshold(world, test, cfg.batch_size), "the test split's verification curve"
+    with torch.inference_mode():
+        real_features = torch.cat([world.features(to_float(test.batch(idx)).to(device)).float().cpu()
+                                   for idx in torch.arange(len(test)).split(cfg.batch_size)])
+    real = FrechetReference(real_features)
+    fd_name = f"fd_{world.features_name}"
+    names, ctx, unavailable = metric_context(cfg.metrics, params.ffhq.lpips_alexnet, device)
+
+    recon, recon_fd, runtime, renders, edit_frames = [], {}, {}, {}, []
+    for variant in tqdm(variants, desc="evaluate: variants (invert, score, edit)", unit="variant"):
+        encoder = load_variant(params, variant, device)
+        if encoder.cfg.image_size != size:
+            raise ConfigError(f"evaluate: test images are {size} px, the encoder {variant!r} takes {encoder.cfg.image_size}")
+        trains_w = params.train_encoder.variant(variant).w_loss
+        inversion = invert(encoder, G, inputs, batch_size=cfg.batch_size)
+        spaces = tuple(s for s in inversion.images() if s != "w" or trains_w)
+        renders[variant] = {s: inversion.images()[s] for s in spaces}
+        runtime[variant] = final_render_seconds(encoder, G, inputs[:cfg.batch_size])
+        frame, recon_fd[variant] = reconstruction_scores(world, renders[variant], inputs, names, ctx, real,
+                                                         cfg.batch_size)
+        frame.insert(0, "variant", variant)
+        frame.insert(3, "name", [test.names[i] for i in frame.image])
+        if person is not None:
+            frame.insert(4, "person_id", person[frame.image.to_numpy()])
+        recon.append(frame)
+        if directions:
+            edit_frames.append(evaluate_editing(G, world, variant, encoder, inputs, inversion, spaces, directions,
+                                                real_features, threshold, cfg))
+    recon = pd.concat(recon, ignore_index=True)
+    recon.to_csv(report / "reconstruction.csv", index=False, float_format="%.8g")   # paired differences need the digits
+    reconstruction_grid(inputs, renders, report / "figures" / "reconstructions.png")
+
+    figures = [c for c in recon.columns if c not in ("variant", "space", "image", "name", "person_id")]
+    means = recon.groupby(["variant", "space"], sort=False)[figures].mean()
+    metrics = {
+        "world": world.name, "test_images": n,
+        "reconstruction": {v: {sp: {**{k: round(float(x), 6) for k, x in means.loc[(v, sp)].items()},
+                                    fd_name: round(recon_fd[v][sp], 5)}
+                               for sp in recon[recon.variant == v].space.unique()} for v in variants},
+        "runtime_s_per_image": {v: round(t, 6) for v, t in runtime.items()},
+        "unavailable": unavailable}
+    if directions:
+        per_image, per_set, consistency = (pd.concat(parts, ignore_index=True) for parts in zip(*edit_frames))
+        if person is not None:
+            per_image.insert(5, "person_id", person[per_image.image.to_numpy()])
+        per_image.to_csv(report / "editing_per_image.csv", index=False, float_format="%.8g")
+        per_set.to_csv(report / "editing.csv", index=False, float_format="%.6g")
+        consistency.to_csv(report / "editing_consistency.csv", index=False, float_format="%.6g")
+        plot_curves(per_set, fd_name, report / "figures" / "editing_curves.png")
+        metrics["editing"] = {
+            "strength": cfg.edit_strength, "same_person_threshold": None if threshold is None else round(threshold, 5),
+            "threshold_source": threshold_source, "images": int(per_image.image.nunique()), "frechet": fd_name,
+            **{v: summarise(per_set[per_set.variant == v], consistency[consistency.variant == v], cfg.edit_strength,
+                            fd_name) for v in variants}}
+    else:   # the outputs dvc.yaml declares, empty, and the reason
+        for name in ("editing_per_image.csv", "editing.csv", "editing_consistency.csv"):
+            pd.DataFrame(columns=["variant", "direction", "space", "strength", "image"]).to_csv(report / name, index=False)
+        metrics["editing"] = {"skipped": no_editing}
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    save_json(metrics, cfg.metrics_file)
+    return metrics

@@ -359,11 +359,11 @@ class EvaluateConfig:
     test_images: int = param(0, ge=0, help="first n test images reconstructed and scored (0: all)")
     metrics: list[str] = param(default_factory=lambda: ["mse", "l2_psp", "psnr", "ssim", "ms_ssim", "lpips"],
                                help="registered image metrics (clcae.metrics.list_metrics())")
-    edit_images: int = param(300, ge=2, help="first n test images the editing scores use")
+    edit_images: int = param(200, ge=2, help="first n test images the editing scores use")
     edit_directions: list[str] = param(default_factory=lambda: ["smile", "eye_open", "yaw", "beard"])
     edit_strengths: list[float] = param(default_factory=lambda: [-4.0, -2.0, 2.0, 4.0])
     edit_strength: float = param(2.0, gt=0, help="the strength of the headline editing check and the consistency")
-    consistency_images: int = param(100, ge=1, help="first n of the edit images for e4e's editing consistency")
+    consistency_images: int = param(50, ge=1, help="first n of the edit images for e4e's editing consistency")
     same_person_threshold: float | None = param(None, help="None: from the world's test-split verification curve")
     batch_size: int = param(64, ge=1)
     report_dir: str = "reports/evaluate"

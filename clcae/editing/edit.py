@@ -53,11 +53,25 @@ class Editor:
 
         ``layers`` overrides the direction's range; ``spaces`` picks the renders (F needs an f);
         ``g_base``: :meth:`base_features` of the inversion, if already computed."""
+        direction.check_dim(self.G.style_dim)
+        delta = direction.delta(torch.as_tensor(strength).cpu(), self.G.n_latent, layers)   # [B|1, N, D]
+        return self.apply(inversion, delta, spaces, g_base)
+
+    def combined_delta(self, moves: list[tuple[Direction, float]]) -> torch.Tensor:
+        """The sum of several directions' moves ``[1, N, D]`` (each on its own layers): one edit of
+        several attributes at once (the web page's sliders)."""
+        delta = torch.zeros(1, self.G.n_latent, self.G.style_dim)
+        for direction, strength in moves:
+            delta = delta + direction.check_dim(self.G.style_dim).delta(strength, self.G.n_latent)
+        return delta
+
+    @torch.inference_mode()
+    def apply(self, inversion, delta: torch.Tensor, spaces: tuple[str, ...] = ("w", "wplus", "f"),
+              g_base: torch.Tensor | None = None) -> Edited:
+        """Add ``delta [B|1, N, D]`` to every image's codes and render the ``spaces``."""
         G = self.G
-        direction.check_dim(G.style_dim)
         B, size = inversion.wplus.shape[0], inversion.image_wplus.shape[-1]
-        device = inversion.wplus.device
-        delta = direction.delta(torch.as_tensor(strength).cpu(), G.n_latent, layers).to(device)  # [B|1, N, D]
+        delta = delta.to(inversion.wplus.device)
         if delta.shape[0] not in (1, B):
             raise ValueError(f"edit: {delta.shape[0]} strengths for a batch of {B}")
         delta = delta.expand(B, -1, -1)

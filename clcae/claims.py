@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from clcae.stats import hierarchical_bootstrap, paired_bootstrap, verdict

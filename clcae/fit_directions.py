@@ -97,9 +97,9 @@ def plot_report(explained: torch.Tensor, normals: dict[str, Direction], report_d
 
 @torch.inference_mode()
 def component_effects(G, attributes, names: list[str], w: torch.Tensor, basis, strength: float = 2.0,
-                      batch_size: int = 64) -> "pd.DataFrame":
+                      batch_size: int = 64):
     """Mean attribute change when each GANSpace component moves ``w`` by ``+strength`` standard
-    deviations on every layer: which attribute a component edits (rows: components)."""
+    deviations on every layer: which attribute a component edits (a DataFrame, rows: components)."""
     import pandas as pd
 
     device = G.latent_avg.device

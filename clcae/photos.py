@@ -23,7 +23,7 @@ class PhotoError(InputError):
     """A photo that cannot be read; the message names the file and why."""
 
 
-def _to_rgb(im) -> tuple["Image.Image", list[str]]:  # noqa: F821 (PIL type)
+def _to_rgb(im) -> tuple[object, list[str]]:
     """A PIL image in any mode -> 8-bit RGB, and notes of the conversions."""
     from PIL import Image
 

@@ -65,19 +65,26 @@ def test_bad_photos_name_the_file(tmp_path, content, message):
         load_photo(path, 32)
 
 
-@pytest.fixture
-def models(tmp_path):
+def tiny_pipeline_files(folder):
     """A tiny generator, encoder and directions folder on disk, as the pipeline writes them."""
     G = tiny_generator(size=32, style_dim=32)
-    save_generator(G, tmp_path / "g.pt")
-    save_encoder(tiny_encoder(G, image_size=64), tmp_path / "encoder.pt")
-    folder = tmp_path / "directions"
-    save_direction(Direction("smile", torch.nn.functional.normalize(torch.randn(32), dim=0)), folder / "interfacegan" / "smile.pt")
-    (folder / "directions.json").write_text(json.dumps({"directions": {
+    save_generator(G, folder / "g.pt")
+    save_encoder(tiny_encoder(G, image_size=64), folder / "encoder.pt")
+    directions = folder / "directions"
+    torch.manual_seed(7)
+    save_direction(Direction("smile", torch.nn.functional.normalize(torch.randn(32), dim=0)),
+                   directions / "interfacegan" / "smile.pt")
+    (directions / "directions.json").write_text(json.dumps({"directions": {
         "smile": {"kind": "interfacegan", "file": "interfacegan/smile.pt", "layers": None, "strength": 2.0,
                   "attribute": "smile", "attribute_sign": 1}}}))
-    return ["--params", str(tmp_path / "none.yaml"), "--generator", str(tmp_path / "g.pt"),
-            "--encoder", str(tmp_path / "encoder.pt"), "--directions", str(folder)]
+    return folder / "g.pt", folder / "encoder.pt", directions
+
+
+@pytest.fixture
+def models(tmp_path):
+    generator, encoder, directions = tiny_pipeline_files(tmp_path)
+    return ["--params", str(tmp_path / "none.yaml"), "--generator", str(generator), "--encoder", str(encoder),
+            "--directions", str(directions)]
 
 
 def test_invert_a_folder_of_good_and_bad_files(tmp_path, models, capsys):

@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 from argparse import Namespace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,27 +31,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def page_models(tmp_path):
-    import json
-
     from clcae.cli import Models
-    from clcae.editing import Direction, save_direction
-    from clcae.nets.encoder import save_encoder
-    from clcae.nets.stylegan2 import save_generator
-    from test_encoder import tiny_encoder, tiny_generator
+    from test_cli import tiny_pipeline_files
 
-    G = tiny_generator(size=32, style_dim=32)
-    save_generator(G, tmp_path / "g.pt")
-    save_encoder(tiny_encoder(G, image_size=64), tmp_path / "encoder.pt")
-    folder = tmp_path / "directions"
-    torch.manual_seed(7)
-    save_direction(Direction("smile", torch.nn.functional.normalize(torch.randn(32), dim=0)),
-                   folder / "interfacegan" / "smile.pt")
-    (folder / "directions.json").write_text(json.dumps({"directions": {
-        "smile": {"kind": "interfacegan", "file": "interfacegan/smile.pt", "layers": None, "strength": 2.0}}}))
-    args = Namespace(params=str(tmp_path / "none.yaml"), generator=str(tmp_path / "g.pt"),
-                     encoder=str(tmp_path / "encoder.pt"), directions=str(folder), variant="clcae",
-                     device="cpu", command="serve")
-    return Models(args)
+    generator, encoder, directions = tiny_pipeline_files(tmp_path)
+    return Models(Namespace(params=str(tmp_path / "none.yaml"), generator=str(generator), encoder=str(encoder),
+                            directions=str(directions), variant="clcae", device="cpu", command="serve"))
 
 
 def image_at(page, elem_id: str):

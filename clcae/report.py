@@ -164,7 +164,7 @@ classic InterFaceGAN figure, near 1 by construction), and the std of sampled w a
 
 Editing the first {ed['images']} test images by strength +-{fmt(ed['strength'])} (both signs pooled):
 `right_way` is the share whose target attribute moved the way the edit should move it, `target
-gain` the mean change in that direction (attribute units: yaw in [-1, 1], the others in [0, 1]),
+gain` the mean change in that direction (in the attribute classifier's units),
 `other drift` the mean absolute change of the other attributes, `identity` the cosine to the
 *input*'s identity and `identity_kept` the share above the same-person threshold ({threshold}),
 `{fd}` the Frechet distance of the edited set to the real test images (in brackets: the unedited

@@ -240,6 +240,7 @@ class TrainAlignerConfig:
     holdout: int = param(1000, ge=2, help="last pairs kept out of training for retrieval")
     eval_every: int = param(100, ge=1)
     checkpoint_every: int = param(100, ge=1)
+    loader_workers: int = param(0, ge=0, help="DataLoader processes reading batches ahead of the step (0: none)")
     out_dir: str = "data/aligner"
     report_dir: str = "reports/aligner"
     launcher: str = param("python", help="stage command prefix, e.g. 'torchrun --nproc_per_node 8'")
@@ -378,6 +379,24 @@ class ReportConfig:
 
 
 @dataclass
+class SeedsConfig:
+    """Block `seeds`: the claims with more training seeds per variant (``seeds/dvc.yaml``, run by
+    ``dvc repro seeds/dvc.yaml``; the default ``dvc repro`` stays single-seed)."""
+    seeds: list[int] = param(default_factory=lambda: [1, 2],
+                             help="training seeds besides shared.seed (whose run is the default pipeline's)")
+    variants: list[str] = param(default_factory=lambda: ["clcae", "psp", "no_align"],
+                                help="train_encoder variants retrained with each seed")
+    out_dir: str = "data/seeds"        # encoder/seed<s>/<variant>/, train_encoder/seed<s>/, evaluate/seed<s>/
+    report_dir: str = "reports/seeds"  # report.md, claims.csv, claims_by_seed.csv, figures/
+
+    def check(self, where: str) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"{where}.seeds: distinct seeds >= 0, at least one, got {self.seeds}")
+        if not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"{where}.variants: distinct variant names, at least one, got {self.variants}")
+
+
+@dataclass
 class Params:
     """The whole params.yaml. Later stages add their blocks here."""
     shared: SharedConfig = field(default_factory=SharedConfig)
@@ -389,6 +408,7 @@ class Params:
     fit_directions: FitDirectionsConfig = field(default_factory=FitDirectionsConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:

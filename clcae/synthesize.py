@@ -26,6 +26,7 @@ from clcae.config import InputError
 from clcae.data import resize
 from clcae.io import file_sha256, read_tensors, save_json, save_torch
 from clcae.seeding import derive_seed
+from clcae.shards import ShardDataset
 from clcae.images import to_uint8
 
 
@@ -122,19 +123,26 @@ def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, pr
     return {"n_pairs": spec.n_pairs, "n_shards": n_shards, "rendered_now": done}
 
 
-def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """All shards -> (uint8 images [N, 3, R, R], w [N, style_dim], stats)."""
+def open_pairs(folder: str | Path) -> tuple[ShardDataset, dict]:
+    """The pairs without loading them: ``(dataset of (uint8 image [3, R, R], w [style_dim]) rows
+    over the memory-mapped shards, stats)``; errors name the folder or file and the fix."""
     folder = Path(folder)
     shards = sorted(folder.glob("shard_*.pt"))
     if not shards:
         raise InputError(f"{folder}: no shard_*.pt files (run `dvc repro synthesize`)")
     if (folder / "manifest.json").exists() and pairs_manifest(folder).get("complete") is False:
         raise InputError(f"{folder}: unfinished pairs (an interrupted synthesize; run `dvc repro synthesize`)")
-    parts = [read_tensors(s) for s in shards]  # weights-only: data files hold tensors and numbers
     stats_path = folder / "stats.pt"
     if not stats_path.exists():
         raise InputError(f"{stats_path}: missing (the synthesize stage did not finish)")
-    return torch.cat([p["images"] for p in parts]), torch.cat([p["w"] for p in parts]), read_tensors(stats_path)
+    return ShardDataset(shards, ("images", "w")), read_tensors(stats_path)
+
+
+def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """All pairs in memory: (uint8 images [N, 3, R, R], w [N, style_dim], stats); small sets only
+    (training reads :func:`open_pairs`)."""
+    pairs, stats = open_pairs(folder)
+    return (*pairs.take(0, len(pairs)), stats)
 
 
 def run(params) -> dict:

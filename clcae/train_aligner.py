@@ -27,7 +27,8 @@ from clcae.distributed import all_reduce_mean, barrier, cleanup_distributed, ini
 from clcae.io import save_json
 from clcae.losses import InfoNCELoss, retrieval_topk
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
-from clcae.synthesize import load_pairs, pairs_manifest
+from clcae.shards import batch_loader
+from clcae.synthesize import open_pairs, pairs_manifest
 from clcae.images import to_float
 from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at, rng_state,
                             set_lr, set_rng_state, stage_code_signature)
@@ -46,7 +47,7 @@ RESUME_FILE = Path(".resume") / "state.pt"  # under out_dir; untracked (see .git
 def run_signature(params, world: int) -> dict:
     """What a resume point must share with this run: params (less paths), pairs, world size, code."""
     cfg = {k: v for k, v in dataclasses.asdict(params.train_aligner).items()
-           if k not in ("out_dir", "report_dir", "launcher")}
+           if k not in ("out_dir", "report_dir", "launcher", "loader_workers")}
     return {"params": {**cfg, "seed": params.shared.seed, "world_size": world},
             "data": pairs_manifest(params.synthesize.out_dir), "code": stage_code_signature("train_aligner")}
 
@@ -75,15 +76,16 @@ def run(params) -> dict:
 
 
 def _train(params, cfg, seed, rank, world, device) -> dict:
-    images, w, stats = load_pairs(params.synthesize.out_dir)
-    n_train = len(w) - cfg.holdout
+    pairs, stats = open_pairs(params.synthesize.out_dir)   # memory-mapped: a rank's memory does not grow with it
+    n_train = len(pairs) - cfg.holdout
     if n_train < cfg.batch_size:
         raise ConfigError(f"train_aligner.holdout ({cfg.holdout}) leaves {n_train} pairs for training, fewer than "
                          f"train_aligner.batch_size ({cfg.batch_size}); make more pairs (synthesize.n_pairs)")
     if cfg.batch_size % world:
         raise ConfigError(f"train_aligner.batch_size ({cfg.batch_size}) must divide over {world} ranks")
     torch.manual_seed(seed)
-    model = Aligner(aligner_config(cfg, images.shape[-1], w.shape[1]))
+    image, w0 = pairs[0]
+    model = Aligner(aligner_config(cfg, image.shape[-1], w0.shape[0]))
     model.set_averages(stats["image_avg"], stats["w_avg"])
     model.to(device).train()
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -100,7 +102,7 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
         if is_main_process():
             print(f"train_aligner: resuming at step {step} from {point.path}", flush=True)
     schedule = BatchSchedule(n_train, cfg.batch_size, seed)
-    hold_images, hold_w = images[n_train:], w[n_train:]
+    hold_images, hold_w = pairs.take(n_train, len(pairs))   # scored every eval_every steps: kept in memory
     log = LiveLog(report / "live", rows=state.get("history", []), enabled=is_main_process())
     start = time.perf_counter() - seconds
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -113,12 +115,13 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main_process(), desc="aligner")
     with StopOnSignal(device) as stop, bar:  # the bar closes before an interruption's message
-        while step < cfg.steps:
-            idx = schedule(step)[rank::world]
-            x = to_float(images[idx]).to(device, non_blocking=True)
+        batches = batch_loader(pairs, schedule, step, cfg.steps, rank, world, workers=cfg.loader_workers,
+                               pin_memory=device.type == "cuda")   # rows rank::world of each step's global batch
+        for images_u8, w in batches:
+            x = to_float(images_u8).to(device, non_blocking=True)
             set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, FINAL_LR_FRAC))
             with autocast:
-                h_image, h_latent, logit_scale = net(x, w[idx].to(device))
+                h_image, h_latent, logit_scale = net(x, w.to(device, non_blocking=True))
                 loss = loss_fn(h_image.float(), h_latent.float(), logit_scale)
             check_finite(loss, step, "train_aligner InfoNCE loss")
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,127 @@
+"""Shard files read without loading them: one dataset over all shards, and each rank's batches.
+
+The aligner's 100K pairs at 256 px are 19.7 GB of uint8 images; reading every shard into memory on
+every rank (8 ranks: 8 copies, plus a concatenation) does not fit a node. Here each shard is opened
+with ``torch.load(mmap=True)``: its tensors are views of the file, pages are read when a batch
+touches them, and the ranks of a node share them through the page cache, so a rank's private
+memory is its batches, whatever the size of the data.
+
+* :class:`ShardDataset`: the rows of several shard files as one dataset (global index -> shard,
+  row; no concatenation); ``__getitems__`` fetches a whole batch with one gather per shard.
+* :class:`RankBatches`: the sampler. Step s's global batch comes from the seeded schedule
+  (``clcae.training.BatchSchedule``, a function of the step), rank r takes rows r, r + world, ...;
+  it starts at the resume step, so resume and the DDP equivalence keep their meaning.
+* :func:`batch_loader`: both in a ``torch.utils.data.DataLoader`` (worker processes and pinned
+  memory on a GPU), so reading the next batch overlaps the step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from clcae.config import InputError
+from clcae.io import CheckpointError, read_tensors
+
+
+def open_shard(path: str | Path) -> dict:
+    """A shard's tensors as memory maps of the file. Shards are weights-only files clcae wrote
+    (``clcae.io.save_torch``); anything that does not map (a legacy file, a refused global, a
+    truncated file) goes through :func:`clcae.io.read_tensors`, which loads it or raises the
+    project's error naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001 - read_tensors says what is wrong with the file, or reads it
+        return read_tensors(path)
+
+
+class ShardDataset(Dataset):
+    """Rows ``keys`` of shard files, indexed as one dataset in file order.
+
+    ``dataset[i]`` is a tuple of one row per key; ``dataset.__getitems__(indices)`` a tuple of
+    batched tensors ``[B, ...]`` in the order of ``indices`` (what the DataLoader calls).
+    """
+
+    def __init__(self, files: list[str | Path], keys: tuple[str, ...]):
+        self.files, self.keys = [Path(f) for f in files], tuple(keys)
+        if not self.files:
+            raise InputError("ShardDataset: no shard files")
+        self._shards = None
+        sizes = []
+        for f, shard in zip(self.files, self.shards):
+            missing = [k for k in self.keys if k not in shard]
+            if missing:
+                raise CheckpointError(f"{f}: no {missing} in the shard (it has {sorted(shard)})")
+            rows = {k: len(shard[k]) for k in self.keys}
+            if len(set(rows.values())) != 1:
+                raise CheckpointError(f"{f}: the shard's tensors disagree in length {rows}")
+            sizes.append(rows[self.keys[0]])
+            for k in self.keys:
+                first = self.shards[0][k]
+                if shard[k].shape[1:] != first.shape[1:] or shard[k].dtype != first.dtype:
+                    raise CheckpointError(f"{f}: {k} is {shard[k].dtype} {tuple(shard[k].shape[1:])} per row, "
+                                          f"{self.files[0]} has {first.dtype} {tuple(first.shape[1:])}")
+        self.offsets = torch.tensor([0] + sizes).cumsum(0)   # [n_shards + 1]: first global index of each
+
+    @property
+    def shards(self) -> list[dict]:
+        if self._shards is None:   # opened lazily: a worker process maps the files itself
+            self._shards = [open_shard(f) for f in self.files]
+        return self._shards
+
+    def __getstate__(self) -> dict:   # spawned workers get the file names, not copies of the maps
+        return {**self.__dict__, "_shards": None}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(shard [B], row [B])`` of global indices ``index [B]``."""
+        if len(index) and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"ShardDataset: indices must lie in [0, {len(self)}), got {index.min()}..{index.max()}")
+        shard = torch.searchsorted(self.offsets[1:], index, right=True)
+        return shard, index - self.offsets[shard]
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        shard, row = self.locate(index)
+        first = self.shards[0]
+        out = tuple(torch.empty((len(index), *first[k].shape[1:]), dtype=first[k].dtype) for k in self.keys)
+        for s in shard.unique().tolist():
+            sel = (shard == s).nonzero().squeeze(1)
+            for o, k in zip(out, self.keys):
+                o[sel] = self.shards[s][k][row[sel]]   # reads only the rows' pages of the map
+        return out
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[0] for t in self.__getitems__([i]))
+
+    def take(self, start: int, stop: int) -> tuple[torch.Tensor, ...]:
+        """Rows ``start:stop`` in memory (e.g. a held-out split that is scored every few steps)."""
+        return self.__getitems__(torch.arange(start, stop))
+
+
+class RankBatches(Sampler):
+    """This rank's part of each global batch, steps ``start .. stop - 1``: ``schedule(step)[rank::world]``."""
+
+    def __init__(self, schedule, start: int, stop: int, rank: int = 0, world: int = 1):
+        self.schedule, self.start, self.stop, self.rank, self.world = schedule, start, stop, rank, world
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.schedule(step)[self.rank::self.world].tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def _as_batch(batch):
+    return batch   # ShardDataset.__getitems__ returns the batch already stacked
+
+
+def batch_loader(dataset: ShardDataset, schedule, start: int, stop: int, rank: int = 0, world: int = 1,
+                 workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Batches of steps ``start .. stop - 1`` for this rank, read by ``workers`` processes ahead of the step."""
+    return DataLoader(dataset, batch_sampler=RankBatches(schedule, start, stop, rank, world), collate_fn=_as_batch,
+                      num_workers=workers, pin_memory=pin_memory, prefetch_factor=2 if workers else None)

@@ -2,8 +2,10 @@
 
 Each comparison pairs two (variant, space) cells on the same test images: the mean difference
 A - B, its 95% interval (paired over images, a person's images resampled together when the
-frames carry ``person_id``; over seeds and images when they carry more than one ``seed``) and a verdict: ``holds`` when the interval lies on A's better side,
-``reversed`` when on B's, ``inconclusive`` when it contains 0. A claim whose cells are missing
+frames carry ``person_id``; over seeds and images when they carry more than one ``seed``) and a
+verdict: ``holds`` when the interval lies on A's better side, ``reversed`` when on B's,
+``inconclusive`` when it contains 0, or when the training seeds' own differences disagree in sign
+(a claim one seed reverses does not hold, however narrow the pooled interval). A claim whose cells are missing
 from the run (e.g. no ``no_align`` variant was trained) is listed as not tested, with the reason.
 """
 from __future__ import annotations
@@ -61,9 +63,15 @@ def compare(frame: pd.DataFrame, claim: str, a: Cell, b: Cell, metric: str, high
     va, vb, groups = values
     iv = (hierarchical_bootstrap(va, vb, n_boot, seed=seed, groups=groups) if va.shape[0] > 1
           else paired_bootstrap(va[0], vb[0], n_boot, seed=seed, groups=groups))
+    per_seed = (va - vb).mean(1)                                     # [S]: each training seed's A - B
+    on_a_side = int((per_seed > 0).sum() if higher_is_better else (per_seed < 0).sum())
+    call, note = verdict(iv, lower_is_better=not higher_is_better), "" if iv.n_seeds > 1 else "one training seed"
+    if iv.n_seeds > 1 and call != "inconclusive" and on_a_side not in (0, iv.n_seeds):
+        call, note = "inconclusive", f"seeds disagree in sign ({on_a_side} of {iv.n_seeds} on A's side)"
     return {**row, "a_mean": float(va.mean()), "b_mean": float(vb.mean()), **iv.as_dict(),
-            "verdict": verdict(iv, lower_is_better=not higher_is_better),
-            "note": "" if iv.n_seeds > 1 else "one training seed"}
+            "seed_diffs": " ".join(f"{d:.4g}" for d in per_seed),
+            "seed_sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None,
+            "seeds_on_a_side": on_a_side, "verdict": call, "note": note}
 
 
 def paper_claims(recon: pd.DataFrame, editing: pd.DataFrame | None, metrics: dict[str, bool],

@@ -39,6 +39,15 @@ def higher_is_better(metrics: list[str], identity_column: str) -> dict[str, bool
     return {m: (get_metric(m).higher_is_better if is_valid_metric(m) else m == identity_column) for m in metrics}
 
 
+def claim_columns(recon: pd.DataFrame) -> tuple[list[str], str, dict[str, bool]]:
+    """``(figure columns, identity column, {claim metric: higher_is_better})`` of a per-image
+    reconstruction frame; the claims skip psnr and l2_psp (mse restated)."""
+    identity_col = next(c for c in recon.columns if c.endswith("_similarity"))
+    figure_cols = [c for c in recon.columns if c not in ("variant", "space", "image", "name", "person_id", "seed")]
+    hib = higher_is_better(figure_cols, identity_col)
+    return figure_cols, identity_col, {m: hib[m] for m in figure_cols if m not in ("l2_psp", "psnr")}
+
+
 def mean_intervals(recon: pd.DataFrame, metrics: list[str], n_boot: int, seed: int) -> pd.DataFrame:
     """Mean and 95% bootstrap interval of every metric per (variant, space)."""
     rows = []
@@ -127,7 +136,9 @@ def claims_section(claims: pd.DataFrame) -> str:
     seeds = sorted(set(tested.n_seeds.astype(int))) if len(tested) else [1]
     groups = "people (a person's test images resampled together)" if len(tested) and \
         (tested.n_groups < tested.n_images).any() else "test images"
-    seed_text = ("one training seed per variant: the interval covers the test images, not the training seed"
+    seed_text = ("one training seed per variant: the interval covers the test images, not the training seed; "
+                 "`dvc repro seeds/dvc.yaml` retrains with more seeds and tests each claim across them in "
+                 "`reports/seeds/report.md`"
                  if seeds == [1] else f"{'/'.join(map(str, seeds))} training seeds per variant: seeds and images "
                  "resampled (a conservative two-level bootstrap)")
     return (f"Each row: A - B over the same test images, mean difference and 95% bootstrap interval "
@@ -191,10 +202,7 @@ def write_report(paths: dict, out: Path, n_boot: int, seed: int) -> dict:
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     variants = list(metrics["reconstruction"])
-    identity_col = next(c for c in recon.columns if c.endswith("_similarity"))
-    figure_cols = [c for c in recon.columns if c not in ("variant", "space", "image", "name", "person_id", "seed")]
-    hib = higher_is_better(figure_cols, identity_col)
-    claim_metrics = {m: hib[m] for m in figure_cols if m not in ("l2_psp", "psnr")}   # psnr, l2_psp: mse restated
+    figure_cols, identity_col, claim_metrics = claim_columns(recon)
     ed = metrics["editing"]
     claims = paper_claims(recon, None if "skipped" in ed else editing, claim_metrics, ed.get("strength", 0.0),
                           n_boot=n_boot, seed=seed)

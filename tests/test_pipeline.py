@@ -32,6 +32,17 @@ def test_dvc_repro_dry_parses():
             assert f"'{name}'" in out
 
 
+def test_seed_replicates_pipeline_parses_and_is_not_in_the_default_repro():
+    out = dvc("repro", "--dry", "--force", "seeds/dvc.yaml", cwd=ROOT).stdout
+    seeds = yaml.safe_load((ROOT / "params.yaml").read_text())["seeds"]
+    for s in seeds["seeds"]:
+        assert f"'seeds/dvc.yaml:evaluate@{s}'" in out
+        for v in seeds["variants"]:
+            assert f"'seeds/dvc.yaml:train_encoder@{s}-{v}'" in out
+    assert "'seeds/dvc.yaml:report'" in out
+    assert "seeds/dvc.yaml" not in dvc("repro", "--dry", "--force", cwd=ROOT).stdout
+
+
 def test_every_stage_cmd_points_at_a_stage_script():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
@@ -53,6 +64,7 @@ TINY = {
                                  "checkpoint_every": 1, "sample_every": 2, "test_images": 8}},
     "fit_directions": {"n_samples": 200, "chosen_frac": 0.2, "pca_components": 4,
                        "ganspace_edits": {"pc1_coarse": [1, 0, 3, 2.0]}, "conditions": {"smile": ["age"]}},
+    "seeds": {"seeds": [1]},
     "evaluate": {"edit_images": 6, "consistency_images": 3, "edit_strengths": [-2.0, 2.0], "batch_size": 4,
                  "edit_directions": ["smile", "eye_open", "yaw", "beard", "pc1_coarse", "smile_without_age"]},
 }
@@ -119,7 +131,8 @@ def test_dvc_repro_and_exp_run_end_to_end(tmp_path):
     assert {"holds", "reversed", "inconclusive"} >= set(claims.verdict) and len(claims) > 20
     row = claims[(claims.a == "clcae F") & (claims.b == "clcae W+") & (claims.metric == "mse")].iloc[0]
     assert f"{row.a_mean:.4g}" in report and (repo / "reports/figures/metric_bars.png").exists()
-    assert "up to date" in dvc("status", cwd=repo).stdout.lower() or dvc("status", cwd=repo).stdout.strip() == ""
+    status = dvc("status", "dvc.yaml", cwd=repo).stdout   # (a bare `dvc status` also lists seeds/dvc.yaml, not run yet)
+    assert "up to date" in status.lower() or status.strip() == ""
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "repro"], cwd=repo,
                    check=True, capture_output=True)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
@@ -141,3 +154,27 @@ def test_dvc_repro_and_exp_run_end_to_end(tmp_path):
     params = json.loads(dvc("params", "diff", "--json", cwd=repo).stdout)
     change = params["params.yaml"]["train_encoder.variants.clcae.align"]
     assert (change["old"], change["new"]) == (0.1, 0.0)
+
+    # the seed-replicated claims (README): `dvc repro seeds/dvc.yaml` trains seed 1 of each variant,
+    # evaluates it and pools it with the run above (seed 0); the default `dvc repro` never ran it
+    assert not [p for p in (repo / "data/seeds").rglob("*") if p.is_file()] and not (repo / "reports/seeds").exists()
+    out = dvc("repro", "seeds/dvc.yaml", cwd=repo).stdout
+    assert "Running stage 'seeds/dvc.yaml:train_encoder@1-psp'" in out and "Running stage 'train_aligner'" not in out
+    assert (repo / "data/seeds/encoder/seed1/no_align/encoder.pt").exists()
+    seed1 = json.loads((repo / "data/seeds/evaluate/seed1/metrics.json").read_text())
+    assert set(seed1["reconstruction"]) == {"clcae", "psp", "no_align"} and seed1["test_images"] == 20
+    assert seed1["reconstruction"]["clcae"]["f"]["mse"] != evaluated["reconstruction"]["clcae"]["f"]["mse"]
+    pooled = pd.read_csv(repo / "reports/seeds/claims.csv")
+    by_seed = pd.read_csv(repo / "reports/seeds/claims_by_seed.csv")
+    single = pd.read_csv(repo / "reports/claims.csv")   # the default report of the run above (the experiment's)
+    tested = pooled[pooled.verdict != "not tested"]
+    assert len(tested) == len(single[single.verdict != "not tested"]) and (tested.n_seeds == 2).all()
+    assert set(by_seed.seed) == {0, 1} and not tested.note.astype(str).str.contains("one training seed").any()
+    seed0 = by_seed[by_seed.seed == 0].reset_index(drop=True)   # seed 0 on its own = the single-seed report
+    assert list(seed0["diff"].round(8)) == list(single["diff"].round(8)) and list(seed0.verdict) == list(single.verdict)
+    row = tested.iloc[0]
+    assert row["diff"] == pytest.approx(by_seed[(by_seed.claim == row.claim) & (by_seed.a == row.a) & (by_seed.b == row.b)
+                                                & (by_seed.metric == row.metric)]["diff"].mean(), rel=1e-4)
+    assert "# Seed-replicated claims" in (repo / "reports/seeds/report.md").read_text()
+    assert (repo / "reports/seeds/figures/claims_by_seed.png").exists()
+    assert dvc("status", "seeds/dvc.yaml", cwd=repo).stdout.strip() in ("", "Data and pipelines are up to date.")

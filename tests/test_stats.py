@@ -1,4 +1,5 @@
 """Bootstrap intervals for claims: coverage, pairing, seeds."""
+import pandas as pd
 import numpy as np
 import pytest
 
@@ -153,3 +154,26 @@ def test_claims_pair_by_image_not_by_row_order():
     row = compare(fewer, "x", Cell("clcae", "f"), Cell("clcae", "wplus"), "mse", False, n_boot=300)
     f, wp = (recon[(recon.variant == "clcae") & (recon.space == s) & (recon.image < 60)].mse.mean() for s in ("f", "wplus"))
     assert row["n_images"] == 60 and row["a_mean"] == pytest.approx(f) and row["b_mean"] == pytest.approx(wp)
+
+
+def test_claim_whose_seeds_disagree_in_sign_is_not_reported_as_holding():
+    from clcae.claims import Cell, compare
+
+    rng = np.random.default_rng(7)
+    n, frames = 400, []
+    b = rng.gamma(2.0, 0.01, n)
+    for s, gain in enumerate([0.004, 0.004, 0.004, 0.004, -0.0005]):   # seed 4 reverses, barely
+        a = b - gain + rng.normal(0, 0.0005, n)
+        frames += [pd.DataFrame({"variant": "clcae", "space": "f", "image": np.arange(n), "seed": s, "mse": a}),
+                   pd.DataFrame({"variant": "clcae", "space": "wplus", "image": np.arange(n), "seed": s, "mse": b})]
+    frame = pd.concat(frames)
+    pooled = hierarchical_bootstrap(*[frame[frame.space == sp].pivot(index="seed", columns="image", values="mse").to_numpy()
+                                      for sp in ("f", "wplus")], n_boot=2000)
+    assert verdict(pooled, lower_is_better=True) == "holds"   # the two-level interval alone would call it
+    row = compare(frame, "x", Cell("clcae", "f"), Cell("clcae", "wplus"), "mse", False, n_boot=2000)
+    assert row["verdict"] == "inconclusive" and row["seeds_on_a_side"] == 4
+    assert row["note"] == "seeds disagree in sign (4 of 5 on A's side)"
+    assert row["seed_sd"] == pytest.approx(np.std([-0.004] * 4 + [0.0005], ddof=1), rel=0.05)
+    agreeing = frame[frame.seed < 4]
+    row = compare(agreeing, "x", Cell("clcae", "f"), Cell("clcae", "wplus"), "mse", False, n_boot=2000)
+    assert row["verdict"] == "holds" and row["seeds_on_a_side"] == 4 and row["note"] == ""

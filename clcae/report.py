@@ -140,7 +140,7 @@ def claims_section(claims: pd.DataFrame) -> str:
                  "`dvc repro seeds/dvc.yaml` retrains with more seeds and tests each claim across them in "
                  "`reports/seeds/report.md`"
                  if seeds == [1] else f"{'/'.join(map(str, seeds))} training seeds per variant: seeds and images "
-                 "resampled (a conservative two-level bootstrap)")
+                 "resampled (a two-level bootstrap; every seed must also agree in sign)")
     return (f"Each row: A - B over the same test images, mean difference and 95% bootstrap interval "
             f"({len(tested)} comparisons, {seed_text}; resampling units: {groups}). *holds*: the interval lies "
             f"on A's better side; *reversed*: on B's; *inconclusive*: it contains 0. Each interval is 95% on its "

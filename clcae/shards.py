@@ -16,6 +16,7 @@ memory is its batches, whatever the size of the data.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,8 +33,10 @@ def open_shard(path: str | Path) -> dict:
     project's error naming the file."""
     try:
         return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # noqa: BLE001 - read_tensors says what is wrong with the file, or reads it
-        return read_tensors(path)
+    except Exception as e:  # noqa: BLE001 - read_tensors says what is wrong with the file, or reads it
+        shard = read_tensors(path)
+        warnings.warn(f"{path}: read into memory, not memory-mapped ({type(e).__name__}: {e})", stacklevel=2)
+        return shard
 
 
 class ShardDataset(Dataset):
@@ -46,7 +49,7 @@ class ShardDataset(Dataset):
     def __init__(self, files: list[str | Path], keys: tuple[str, ...]):
         self.files, self.keys = [Path(f) for f in files], tuple(keys)
         if not self.files:
-            raise InputError("ShardDataset: no shard files")
+            raise InputError(f"ShardDataset: no shard files given (keys {self.keys})")
         self._shards = None
         sizes = []
         for f, shard in zip(self.files, self.shards):
@@ -79,7 +82,8 @@ class ShardDataset(Dataset):
     def locate(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(shard [B], row [B])`` of global indices ``index [B]``."""
         if len(index) and (index.min() < 0 or index.max() >= len(self)):
-            raise IndexError(f"ShardDataset: indices must lie in [0, {len(self)}), got {index.min()}..{index.max()}")
+            raise IndexError(f"ShardDataset over {self.files[0].parent}: indices must lie in [0, {len(self)}), "
+                             f"got {int(index.min())}..{int(index.max())}")
         shard = torch.searchsorted(self.offsets[1:], index, right=True)
         return shard, index - self.offsets[shard]
 
@@ -123,5 +127,8 @@ def _as_batch(batch):
 def batch_loader(dataset: ShardDataset, schedule, start: int, stop: int, rank: int = 0, world: int = 1,
                  workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Batches of steps ``start .. stop - 1`` for this rank, read by ``workers`` processes ahead of the step."""
+    # its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, and
+    # a resumed run (which restores that RNG) would then see another dropout stream
     return DataLoader(dataset, batch_sampler=RankBatches(schedule, start, stop, rank, world), collate_fn=_as_batch,
-                      num_workers=workers, pin_memory=pin_memory, prefetch_factor=2 if workers else None)
+                      num_workers=workers, pin_memory=pin_memory, prefetch_factor=2 if workers else None,
+                      generator=torch.Generator().manual_seed(0))

@@ -8,8 +8,10 @@
   with seed s of B, every seed on the same images): each resample draws S seeds and one set of
   images (groups) shared by all of them, since the images are the same for every seed; the
   interval then also carries the seed-to-seed spread. Resampling the two crossed factors
-  independently is Owen's pigeonhole bootstrap (Ann. Appl. Stat. 2007): it is conservative, the
-  seed x image interaction counts about three times, so a claim that holds under it holds.
+  independently is Owen's pigeonhole bootstrap (Ann. Appl. Stat. 2007): it counts the seed x image
+  interaction more than once, which widens the interval, but with few seeds S its seed level
+  understates the spread between seeds by about (S - 1) / S in variance and draws among S values
+  only; ``clcae.claims.compare`` therefore also asks every seed to agree in sign.
 
 A claim holds when the whole interval lies on its side of zero (:func:`verdict`). Written with
 numpy (vectorised resampling of group sums) rather than ``scipy.stats.bootstrap``, which resamples

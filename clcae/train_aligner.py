@@ -113,12 +113,13 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
             point.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                         "seconds": time.perf_counter() - start, "rng": rng_state(device), "history": log.rows})
 
+    # rows rank::world of each step's global batch; workers start here, before the stop-signal handlers
+    batches = iter(batch_loader(pairs, schedule, step, cfg.steps, rank, world, workers=cfg.loader_workers,
+                                pin_memory=device.type == "cuda"))
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main_process(), desc="aligner")
     with StopOnSignal(device) as stop, bar:  # the bar closes before an interruption's message
-        batches = batch_loader(pairs, schedule, step, cfg.steps, rank, world, workers=cfg.loader_workers,
-                               pin_memory=device.type == "cuda")   # rows rank::world of each step's global batch
         for images_u8, w in batches:
-            x = to_float(images_u8).to(device, non_blocking=True)
+            x = to_float(images_u8.to(device, non_blocking=True))   # uint8 (pinned) over the bus, then float
             set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, FINAL_LR_FRAC))
             with autocast:
                 h_image, h_latent, logit_scale = net(x, w.to(device, non_blocking=True))

@@ -1,8 +1,7 @@
-"""DVC stages of seeds/dvc.yaml (`dvc repro seeds/dvc.yaml`) -> clcae/seed_replicates.py.
+"""DVC stages train_encoder@<seed>-<variant> and evaluate@<seed> of seeds/dvc.yaml -> clcae/seed_replicates.py.
 
 python stages/seed_replicates.py train --seed 1 --variant clcae   (torchrun works as for train_encoder)
 python stages/seed_replicates.py evaluate --seed 1
-python stages/seed_replicates.py report
 """
 import argparse
 
@@ -11,13 +10,12 @@ from clcae.config import stage_main
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(add_help=False)
-    ap.add_argument("step", choices=["train", "evaluate", "report"])
-    ap.add_argument("--seed", type=int, help="a seed of seeds.seeds (train, evaluate)")
+    ap.add_argument("step", choices=["train", "evaluate"])
+    ap.add_argument("--seed", type=int, required=True, help="a seed of seeds.seeds")
     ap.add_argument("--variant", help="a variant of seeds.variants (train)")
     known, rest = ap.parse_known_args()
-    if known.step != "report" and known.seed is None or known.step == "train" and known.variant is None:
-        ap.error(f"{known.step} needs --seed" + (" and --variant" if known.step == "train" else ""))
+    if known.step == "train" and known.variant is None:
+        ap.error("train needs --variant")
     steps = {"train": lambda p: seed_replicates.train(p, known.seed, known.variant),
-             "evaluate": lambda p: seed_replicates.evaluate(p, known.seed),
-             "report": seed_replicates.report}
+             "evaluate": lambda p: seed_replicates.evaluate(p, known.seed)}
     stage_main(steps[known.step], rest)

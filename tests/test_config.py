@@ -60,3 +60,21 @@ def test_unknown_block_and_file_named(tmp_path):
 def test_shipped_configs_are_valid(name):
     from conftest import ROOT
     assert isinstance(load_params(ROOT / name), Params)
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "configs/ffhq.yaml"])
+def test_shipped_configs_have_every_block_the_pipelines_interpolate(name):
+    """dvc.yaml and seeds/dvc.yaml read blocks of params.yaml with ${...}: a config copied over
+    params.yaml (README: paper scale) must have them all, or DVC cannot even parse the project."""
+    import re
+
+    import yaml
+    from conftest import ROOT
+    from clcae import seed_replicates
+
+    pipelines = (ROOT / "dvc.yaml").read_text() + (ROOT / "seeds/dvc.yaml").read_text()
+    interpolated = set(re.findall(r"\$\{(\w+)\.", pipelines)) - {"item"}
+    interpolated |= set(re.search(r"params.yaml:([\w,]+)", pipelines).group(1).split(","))   # seeds/dvc.yaml's vars
+    assert {"shared", "train_encoder", "seeds"} <= interpolated
+    assert interpolated <= set(yaml.safe_load((ROOT / name).read_text()))
+    seed_replicates.check(load_params(ROOT / name))   # its seeds' variants are among its variants

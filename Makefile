@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/procfaces.py
 	$(PY) benchmarks/encoder.py
 	$(PY) benchmarks/editing.py
+	$(PY) benchmarks/shards.py
 
 # Retrain the procfaces world's generator from scratch (seeded): trains the two teacher world
 # CNNs (seeds 1 and 2, ~3 CPU minutes each), then GEN_MINUTES of regression with the teacher

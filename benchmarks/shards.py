@@ -7,7 +7,9 @@
    the file pages the process has touched, which the ranks of a node share through the page cache
    and the kernel can drop) and peak private memory (``RssAnon``), with the in-memory path
    (``load_pairs``: every shard read and concatenated) for the small set. The issue's bar: the
-   peak RSS of the two sizes differs by under 0.5 GiB.
+   peak RSS of the two sizes differs by under 0.5 GiB. Each reader starts from a cold page cache
+   when the benchmark runs as root (``/proc/sys/vm/drop_caches``); otherwise the file pages in
+   RSS depend on what the cache holds (just-written shards map in large folios).
 2. Step time at 64 px: the default aligner's training step (params.yaml's train_aligner) fed by
    in-memory indexing (the old path) and by the DataLoader over the mapped shards (0 and 2 workers).
 
@@ -43,6 +45,18 @@ def rss_anon_gib() -> float:
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 2**20
     return float("nan")
+
+
+def drop_page_cache() -> bool:
+    """Start each measurement from a cold page cache (root only). Freshly written shards sit in the
+    cache as large folios, and a fault on a mapped page then maps the whole folio: the touched file
+    pages in RSS would depend on what ran before, not on the reader."""
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
 
 
 def read_batches(folder: str, steps: int, batch: int, mode: str) -> dict:
@@ -82,13 +96,15 @@ def memory(args, root: Path) -> None:
             print(f"writing {n} pairs of 256 px ({n * gib:.2f} GiB) to {folder} ...", flush=True)
             write_pairs(folder, n, 256)
         for mode in (("mapped", "in_memory") if n == args.small else ("mapped",)):
+            cold = drop_page_cache()
             out = subprocess.run([sys.executable, __file__, "--child", str(folder), mode, str(args.steps),
                                   str(args.batch)], capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"{r['pairs']:>6} pairs ({r['pairs'] * gib:5.2f} GiB of images), {r['mode']:>9}: "
                   f"peak RSS {r['peak_rss_gib']:.2f} GiB, peak private {r['peak_private_gib']:.2f} GiB "
-                  f"({args.steps} batches of {args.batch}, {r['seconds']:.1f} s)", flush=True)
+                  f"({args.steps} batches of {args.batch}, {r['seconds']:.1f} s, "
+                  f"{'cold page cache' if cold else 'page cache as left (not root: not dropped)'})", flush=True)
     mapped = [r for r in rows if r["mode"] == "mapped"]
     print(f"mapped: peak RSS {args.large} - {args.small} pairs = "
           f"{mapped[1]['peak_rss_gib'] - mapped[0]['peak_rss_gib']:+.2f} GiB (bar: < 0.5 GiB); "

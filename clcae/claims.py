@@ -17,13 +17,16 @@ import pandas as pd
 from clcae.stats import hierarchical_bootstrap, paired_bootstrap, verdict
 
 
+SPACE = {"w": "W", "wplus": "W+", "f": "F"}   # how the report names the inversion spaces
+
+
 @dataclass(frozen=True)
 class Cell:
     variant: str
     space: str
 
     def __str__(self) -> str:
-        return f"{self.variant} {({'w': 'W', 'wplus': 'W+', 'f': 'F'}).get(self.space, self.space)}"
+        return f"{self.variant} {SPACE.get(self.space, self.space)}"
 
 
 def paired_values(frame: pd.DataFrame, a: Cell, b: Cell, value: str):
@@ -54,7 +57,7 @@ def paired_values(frame: pd.DataFrame, a: Cell, b: Cell, value: str):
 def compare(frame: pd.DataFrame, claim: str, a: Cell, b: Cell, metric: str, higher_is_better: bool,
             n_boot: int = 2000, seed: int = 0) -> dict:
     """One row of the claims table: is A better than B on ``metric``?"""
-    row = {"claim": claim, "a": str(a), "b": str(b), "metric": metric}
+    row = {"claim": claim, "a": str(a), "b": str(b), "metric": metric, "higher_is_better": higher_is_better}
     values = paired_values(frame, a, b, metric)
     if values is None:
         present = {(v, s) for v, s in zip(frame.variant, frame.space)}

@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clcae.claims import paper_claims
+from clcae.claims import SPACE, paper_claims
 from clcae.config import InputError
 from clcae.io import atomic_path, save_json
 from clcae.stats import paired_bootstrap
 
-SPACE = {"w": "W", "wplus": "W+", "f": "F"}
 
 
 def read_json(path: Path) -> dict:

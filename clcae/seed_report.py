@@ -49,6 +49,12 @@ def read_seed_frames(params) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[in
 
 
 SEED_COLOURS = ["C0", "C1", "C4", "C5", "C6", "C8", "C9"]   # not the verdicts' green (C2) and red (C3)
+CLAIM_KEYS = ["claim", "a", "b", "metric"]   # one comparison
+
+
+def rows_by_claim(by_seed: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """Each comparison's per-seed rows, indexed by seed."""
+    return {key: rows.set_index("seed") for key, rows in by_seed.groupby(CLAIM_KEYS, sort=False)}
 
 
 def plot_seeds(claims: pd.DataFrame, by_seed: pd.DataFrame, path: Path) -> None:
@@ -63,15 +69,15 @@ def plot_seeds(claims: pd.DataFrame, by_seed: pd.DataFrame, path: Path) -> None:
     verdicts = {"holds": "C2", "reversed": "C3", "inconclusive": "C7"}
     seeds = sorted(by_seed.seed.unique())
     colour = {s: SEED_COLOURS[j % len(SEED_COLOURS)] for j, s in enumerate(seeds)}
+    per_seed = rows_by_claim(by_seed)
     fig, ax = plt.subplots(figsize=(8.5, 0.26 * len(tested) + 1.4))
     for i, c in tested.iterrows():
         scale = 100 * (1 if c.higher_is_better else -1) / abs(c.b_mean)   # right = A better
         ax.plot([c.low * scale, c.high * scale], [i, i], color=verdicts[c.verdict], lw=3, alpha=0.6)
-        rows = by_seed[(by_seed.claim == c.claim) & (by_seed.a == c.a) & (by_seed.b == c.b) & (by_seed.metric == c.metric)]
+        rows = per_seed[tuple(c[CLAIM_KEYS])]
         for s in seeds:
-            d = rows[rows.seed == s]["diff"]
-            if len(d):
-                ax.plot(d.iloc[0] * scale, i, "o", ms=3.5, color=colour[s])
+            if s in rows.index:
+                ax.plot(rows.loc[s, "diff"] * scale, i, "o", ms=3.5, color=colour[s])
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(tested)), [f"{c.a} vs {c.b}, {c.metric}" for _, c in tested.iterrows()], fontsize=6.5)
     ax.invert_yaxis()
@@ -87,13 +93,12 @@ def plot_seeds(claims: pd.DataFrame, by_seed: pd.DataFrame, path: Path) -> None:
 
 
 def seed_table(claims: pd.DataFrame, by_seed: pd.DataFrame, seeds: list[int]) -> str:
-    rows = []
+    rows, per_claim = [], rows_by_claim(by_seed)
     for _, c in claims.iterrows():
         if c.verdict == "not tested":
             rows.append([c.claim, f"{c.a} vs {c.b}", c.metric] + ["-"] * (len(seeds) + 3) + [f"not tested: {c.note}"])
             continue
-        one = by_seed[(by_seed.claim == c.claim) & (by_seed.a == c.a) & (by_seed.b == c.b) & (by_seed.metric == c.metric)]
-        one = one.set_index("seed")
+        one = per_claim[tuple(c[CLAIM_KEYS])]
         per_seed = [f"{fmt(one.loc[s, 'diff'], 3)} ({one.loc[s, 'verdict']})" if s in one.index else "-" for s in seeds]
         verdict = f"**{c.verdict}**" if c.verdict == "holds" else c.verdict
         rows.append([c.claim, f"{c.a} vs {c.b}", c.metric] + per_seed +
@@ -113,8 +118,6 @@ def report(params) -> dict:
     ed = metrics[seeds[0]]["editing"]
     strength, n_boot = ed.get("strength", 0.0), params.report.n_boot
     claims = paper_claims(recon, editing, claim_metrics, strength, n_boot=n_boot, seed=params.shared.seed)
-    hib = {**claim_metrics, "identity": True, "target_gain": True}
-    claims.insert(4, "higher_is_better", claims.metric.map(hib))
     by_seed = pd.concat([paper_claims(recon[recon.seed == s], None if editing is None else editing[editing.seed == s],
                                       claim_metrics, strength, n_boot=n_boot, seed=params.shared.seed).assign(seed=s)
                          for s in seeds], ignore_index=True)
@@ -127,9 +130,8 @@ def report(params) -> dict:
     plot_seeds(claims, by_seed, out / "figures" / "claims_by_seed.png")
 
     tested = claims[claims.verdict != "not tested"]
-    keys = ["claim", "a", "b", "metric"]
-    both = claims[keys + ["verdict"]].merge(by_seed[by_seed.seed == seeds[0]][keys + ["verdict"]], on=keys,
-                                            suffixes=("", "_one_seed"))
+    both = claims[CLAIM_KEYS + ["verdict"]].merge(by_seed[by_seed.seed == seeds[0]][CLAIM_KEYS + ["verdict"]],
+                                                  on=CLAIM_KEYS, suffixes=("", "_one_seed"))
     changed = both[both.verdict_one_seed != both.verdict]   # what the single-seed report says that seeds do not
     moves = "; ".join(f"{n} {a} -> {b}" for (a, b), n in changed.groupby(["verdict_one_seed", "verdict"]).size().items())
     minutes = {s: {v: read_json(runs["train"] / v / "metrics.json").get("minutes") for v in params.seeds.variants}

@@ -28,10 +28,10 @@ SPACE_NAMES = {"w": "W", "wplus": "W+", "f": "F"}
 
 def save_png(image_u8: torch.Tensor, path: Path) -> None:
     """uint8 ``[3, H, W]`` -> PNG (atomic)."""
-    from PIL import Image
+    from clcae.photos import to_pil
 
     with atomic_path(path) as tmp:
-        Image.fromarray(image_u8.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
+        to_pil(image_u8).save(tmp, format="PNG")
 
 
 class Models:

@@ -80,3 +80,10 @@ def load_photo(path: str | os.PathLike, size: int) -> tuple[torch.Tensor, list[s
         notes.append(f"resized {image.shape[-1]} to {size} (antialiased)")
         image = resize_u8(image[None], size)[0]
     return image, notes
+
+
+def to_pil(image_u8: torch.Tensor):
+    """uint8 ``[3, H, W]`` -> a PIL RGB image (to save or show)."""
+    from PIL import Image
+
+    return Image.fromarray(image_u8.permute(1, 2, 0).cpu().numpy())

@@ -18,13 +18,12 @@ SPACE_LABELS = {"f": "F: G(w+, f)", "wplus": "W+: G(w+)", "w": "W: G(w)"}
 DISPLAY = 256   # px the images are shown at (the downloaded PNG keeps the encoder's size)
 
 
-def to_pil(image: torch.Tensor):
-    """[-1, 1] ``[3, H, W]`` -> PIL RGB."""
-    from PIL import Image
-
+def shown(image: torch.Tensor):
+    """[-1, 1] ``[3, H, W]`` -> PIL RGB, as the page shows and downloads it."""
     from clcae.images import to_uint8
+    from clcae.photos import to_pil
 
-    return Image.fromarray(to_uint8(image).permute(1, 2, 0).cpu().numpy())
+    return to_pil(to_uint8(image))
 
 
 def build_app(models, max_strength: float = 6.0):
@@ -48,7 +47,7 @@ def build_app(models, max_strength: float = 6.0):
         image, notes = load_photo(path, encoder.cfg.image_size)
         with torch.inference_mode():
             inversion = invert(encoder, G, image[None])
-        recs = [to_pil(inversion.images()[s][0]) if s in inversion.images() else None for s in ("w", "wplus", "f")]
+        recs = [shown(inversion.images()[s][0]) if s in inversion.images() else None for s in ("w", "wplus", "f")]
         edited, file = on_edit(inversion, space, *strengths)
         return (*recs, inversion, edited, file, "; ".join(notes) or "used as is")
 
@@ -58,7 +57,7 @@ def build_app(models, max_strength: float = 6.0):
         moves = [(d, s) for d, s in zip(directions.values(), strengths) if s]
         with torch.inference_mode():
             edited = editor.apply(inversion, editor.combined_delta(moves), spaces=(space,))
-        image = to_pil(edited.images[space][0])
+        image = shown(edited.images[space][0])
         file = downloads / ("edited_" + "_".join(f"{d.name}{s:+g}" for d, s in moves)[:120] + f"_{space}.png")
         image.save(file)
         return image, str(file)

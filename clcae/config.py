@@ -284,6 +284,11 @@ class EncoderTrainConfig:
     checkpoint_every: int = param(100, ge=1)
     sample_every: int = param(250, ge=1, help="sample grid (input | G(w) | G(w+) | G(w+, f)) every N steps")
     test_images: int = param(0, ge=0, help="test-split images scored at the end (0: all)")
+    init: str | None = param(None, help="start from these weights: a clcae encoder.pt or the released CLCAE "
+                                        "checkpoint (converted); null: random init")
+    loader_workers: int = param(0, ge=0, help="DataLoader processes reading (decoding) batches ahead of the step; "
+                                              "results do not depend on it")
+    compile: bool = param(False, help="torch.compile the encoder (GPU speed; same results within float tolerance)")
 
     def check(self, where: str) -> None:
         if self.align > 0 and self.align_on == "w_image" and not self.w_loss:
@@ -366,6 +371,9 @@ class EvaluateConfig:
     edit_strength: float = param(2.0, gt=0, help="the strength of the headline editing check and the consistency")
     consistency_images: int = param(50, ge=1, help="first n of the edit images for e4e's editing consistency")
     same_person_threshold: float | None = param(None, help="None: from the world's test-split verification curve")
+    released: dict[str, str] = param(default_factory=dict,
+                                     help="more encoders to evaluate, name -> file: the released CLCAE checkpoint "
+                                          "(converted) or a clcae encoder.pt, e.g. {clcae_released: FFHQ_Inversion.pt}")
     batch_size: int = param(64, ge=1)
     report_dir: str = "reports/evaluate"
     metrics_file: str = "reports/metrics.json"

@@ -30,7 +30,7 @@ from clcae.config import ConfigError, InputError
 from clcae.editing import Editor, read_directions
 from clcae.editing.scores import EditJudges, edit_sweep, editing_consistency
 from clcae.images import to_float, to_uint8
-from clcae.inversion import invert, load_encoder
+from clcae.inversion import invert, load_any_encoder, load_encoder
 from clcae.io import save_image_grid, save_json
 from clcae.metrics import MetricUnavailable, compute, get_metric
 from clcae.metrics.frechet import FrechetReference
@@ -78,11 +78,32 @@ def metric_context(names: list[str], lpips_alexnet: str | None, device) -> tuple
     return [n for n in names if n not in unavailable], ctx, unavailable
 
 
-def load_variant(params, variant: str, device):
+def load_variant(params, variant: str, G, device):
+    """A trained variant's encoder, or a released one (``evaluate.released``: converted if official)."""
+    released = params.evaluate.released
+    if variant in released:
+        try:
+            return load_any_encoder(released[variant], G, device)
+        except FileNotFoundError as e:
+            raise InputError(f"{e} (evaluate.released.{variant}; `python -m clcae.worlds.ffhq.assets check` lists the files)") from None
     path = Path(params.train_encoder.out_dir) / variant / "encoder.pt"
     if not path.is_file():
         raise InputError(f"{path}: encoder of variant {variant!r} not found (run `dvc repro train_encoder@{variant}`)")
     return load_encoder(path, device=device)
+
+
+def evaluated_variants(params) -> list[str]:
+    """``evaluate.variants`` (default: every train_encoder variant), then the released encoders."""
+    cfg, trained = params.evaluate, params.train_encoder.variants
+    variants = cfg.variants or list(trained)
+    unknown = [v for v in variants if v not in trained]
+    if unknown:
+        raise ConfigError(f"evaluate.variants: {unknown} not among train_encoder.variants {list(trained)}")
+    clash = [name for name in cfg.released if name in trained]
+    if clash:
+        raise ConfigError(f"evaluate.released: {clash} are train_encoder variants too; give released encoders "
+                          f"names of their own (e.g. {clash[0]}_released)")
+    return variants + list(cfg.released)
 
 
 def final_render_seconds(encoder, G, x: torch.Tensor) -> float:
@@ -249,11 +270,7 @@ def run(params) -> dict:
     start = time.perf_counter()
     G = load_generator(params.shared.generator, device=device).eval()
     world = load_world(params, device)
-    variants = cfg.variants or list(params.train_encoder.variants)
-    unknown = [v for v in variants if v not in params.train_encoder.variants]
-    if unknown:
-        raise ConfigError(f"evaluate.variants: {unknown} not among train_encoder.variants "
-                          f"{list(params.train_encoder.variants)}")
+    variants = evaluated_variants(params)
     directions, no_editing = editing_directions(params, world, G, cfg)
     report = Path(cfg.report_dir)
     (report / "figures").mkdir(parents=True, exist_ok=True)
@@ -275,10 +292,10 @@ def run(params) -> dict:
 
     recon, recon_fd, runtime, renders, edit_frames = [], {}, {}, {}, []
     for variant in tqdm(variants, desc="evaluate: variants (invert, score, edit)", unit="variant"):
-        encoder = load_variant(params, variant, device)
+        encoder = load_variant(params, variant, G, device)
         if encoder.cfg.image_size != size:
             raise ConfigError(f"evaluate: test images are {size} px, the encoder {variant!r} takes {encoder.cfg.image_size}")
-        trains_w = params.train_encoder.variant(variant).w_loss
+        trains_w = variant in cfg.released or params.train_encoder.variant(variant).w_loss   # released: CLCAE
         inversion = invert(encoder, G, inputs, batch_size=cfg.batch_size)
         spaces = tuple(s for s in inversion.images() if s != "w" or trains_w)
         renders[variant] = {s: inversion.images()[s] for s in spaces}
@@ -301,6 +318,8 @@ def run(params) -> dict:
     means = recon.groupby(["variant", "space"], sort=False)[figures].mean()
     metrics = {
         "world": world.name, "test_images": n,
+        "unreadable_test_images": {"count": len(getattr(test, "skipped", [])),
+                                   "files": [name for name, _ in getattr(test, "skipped", [])]},
         "reconstruction": {v: {sp: {**{k: round(float(x), 6) for k, x in means.loc[(v, sp)].items()},
                                     fd_name: round(recon_fd[v][sp], 5)}
                                for sp in recon[recon.variant == v].space.unique()} for v in variants},

@@ -8,13 +8,47 @@ reconstructions compare pixel for pixel.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
 from clcae.data import resize, resize_square
 from clcae.images import to_float
-from clcae.nets.encoder import CLCAEEncoder, EncoderOutput, check_compatible, load_encoder  # noqa: F401 (re-export)
+from clcae.io import CheckpointError, read_checkpoint
+from clcae.nets.encoder import (CLCAEEncoder, EncoderOutput, check_compatible, load_encoder,  # noqa: F401 (re-export)
+                                load_official_encoder)
+
+
+def average_image(G, size: int) -> torch.Tensor:
+    """G(w_avg) at the encoder's side [1, 3, S, S]: the image the encoder input is centred on (pSp)."""
+    with torch.inference_mode():
+        w = G.latent_avg[None, None].expand(1, G.n_latent, -1)
+        return resize_square(G.synthesis(w), size).float().clone()
+
+
+def load_any_encoder(path: str | os.PathLike, G, device: str | torch.device = "cpu",
+                     trust: bool | None = None) -> CLCAEEncoder:
+    """An encoder file of either kind, checked against ``G``, in eval mode: a clcae ``encoder.pt``
+    (:func:`~clcae.nets.encoder.save_encoder`), or the released CLCAE checkpoint converted key by key
+    (:func:`~clcae.nets.encoder.load_official_encoder`), centred as the official code does: on
+    G(w_avg) at the encoder's side and on ``G.latent_avg``."""
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"{source}: encoder file not found")
+    ckpt = read_checkpoint(source, trust=trust)
+    ours = isinstance(ckpt, dict) and "config" in ckpt
+    if ours:
+        encoder = load_encoder(source, device="cpu", trust=trust)
+    else:   # not ours: the released layout, or load_official_encoder's error names what it is
+        encoder, _ = load_official_encoder(ckpt if isinstance(ckpt, dict) else source, trust=trust)
+    try:
+        check_compatible(encoder, G)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    if not ours:
+        encoder.set_averages(average_image(G, encoder.cfg.image_size).cpu(), G.latent_avg.detach().cpu())
+    return encoder.to(device).eval()
 
 
 @dataclass

@@ -11,11 +11,15 @@ memory is its batches, whatever the size of the data.
 * :class:`RankBatches`: the sampler. Step s's global batch comes from the seeded schedule
   (``clcae.training.BatchSchedule``, a function of the step), rank r takes rows r, r + world, ...;
   it starts at the resume step, so resume and the DDP equivalence keep their meaning.
+* :class:`ShardImages`: the ``images`` of shard files as an :class:`~clcae.data.ImageSet` (the
+  encoder's training images: a world's train shards), served at any size.
 * :func:`batch_loader`: both in a ``torch.utils.data.DataLoader`` (worker processes and pinned
-  memory on a GPU), so reading the next batch overlaps the step.
+  memory on a GPU), so reading the next batch overlaps the step; an ImageSet (shards or an image
+  folder, whose files the workers decode) is read through :class:`ImageBatches`.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -23,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from clcae.config import InputError
+from clcae.data import ImageSet, resize_u8
 from clcae.io import CheckpointError, read_tensors
 
 
@@ -106,6 +111,54 @@ class ShardDataset(Dataset):
         return self.__getitems__(torch.arange(start, stop))
 
 
+class ShardImages(ImageSet):
+    """The uint8 images ``[N, 3, H, H]`` stored under ``images`` in shard files, memory-mapped, served
+    at ``size`` (default: H); ``names`` default to ``000000, 000001, ...``, ``labels`` a DataFrame or None."""
+
+    def __init__(self, files: list[str | Path], size: int | None = None, names: list[str] | None = None,
+                 labels=None):
+        self.data = ShardDataset(files, ("images",))
+        first = self.data.shards[0]["images"]
+        if first.dtype != torch.uint8 or first.ndim != 4 or first.shape[1] != 3 or first.shape[2] != first.shape[3]:
+            raise CheckpointError(f"{self.data.files[0]}: 'images' must be square uint8 [N, 3, H, H], "
+                                  f"got {first.dtype} {tuple(first.shape)}")
+        n = len(self.data)
+        self.names = [f"{i:06d}" for i in range(n)] if names is None else list(names)
+        if len(self.names) != n or (labels is not None and len(labels) != n):
+            raise ValueError(f"ShardImages: {n} images, {len(self.names)} names, "
+                             f"{'no' if labels is None else len(labels)} label rows")
+        self.labels, self.size = labels, int(first.shape[-1] if size is None else size)
+
+    def resized(self, size: int) -> "ShardImages":
+        """The same images (same maps, names and labels) served at ``size``."""
+        other = copy.copy(self)
+        other.size = int(size)
+        return other
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.batch(torch.tensor([self._index(i)]))[0]   # [3, S, S]
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return resize_u8(self.data.__getitems__(indices)[0], self.size)   # [B, 3, S, S]
+
+
+class ImageBatches(Dataset):
+    """An :class:`~clcae.data.ImageSet` as a DataLoader dataset whose items are whole batches
+    (``ImageSet.batch``: one gather for shards, one decode per file for a folder)."""
+
+    def __init__(self, images: ImageSet):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices) -> torch.Tensor:
+        return self.images.batch(torch.as_tensor(indices, dtype=torch.long))   # uint8 [B, 3, S, S]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
 class RankBatches(Sampler):
     """This rank's part of each global batch, steps ``start .. stop - 1``: ``schedule(step)[rank::world]``."""
 
@@ -121,10 +174,10 @@ class RankBatches(Sampler):
 
 
 def _as_batch(batch):
-    return batch   # ShardDataset.__getitems__ returns the batch already stacked
+    return batch   # __getitems__ (ShardDataset, ImageBatches) returns the batch already stacked
 
 
-def batch_loader(dataset: ShardDataset, schedule, start: int, stop: int, rank: int = 0, world: int = 1,
+def batch_loader(dataset: Dataset, schedule, start: int, stop: int, rank: int = 0, world: int = 1,
                  workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Batches of steps ``start .. stop - 1`` for this rank, read by ``workers`` processes ahead of the step."""
     # its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, and

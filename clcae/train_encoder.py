@@ -27,22 +27,25 @@ import torch
 from tqdm import tqdm
 
 from clcae.config import ConfigError, EncoderTrainConfig, InputError
-from clcae.data import ImageSet, resize_square
+from clcae.data import ImageSet
 from clcae.distributed import (all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process,
                                replicas_identical, same_on_all_ranks)
 from clcae.images import to_float, to_uint8
-from clcae.inversion import invert, render
+from clcae.inversion import average_image, invert, load_any_encoder, render
 from clcae.io import file_sha256, save_image_grid, save_json
 from clcae.losses import AlignLoss, InversionLoss, InversionLossConfig
 from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, check_compatible, save_encoder
+from clcae.nets.irse import load_state_strict
 from clcae.nets.stylegan2 import load_generator
 from clcae.optim import make_optimizer
 from clcae.schedules import feature_blend
+from clcae.shards import ImageBatches, batch_loader
 from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at, rng_state,
                             set_lr, set_rng_state, stage_code_signature)
 from clcae.worlds import World, load_world
 
 RESUME_FILE = Path(".resume") / "state.pt"  # under <out_dir>/<variant>; untracked
+SPEED_ONLY = ("loader_workers", "compile")  # settings a resumed run may change: how fast, not what
 
 
 def encoder_config(cfg: EncoderTrainConfig, G, image_size: int) -> EncoderConfig:
@@ -56,18 +59,23 @@ def loss_config(cfg: EncoderTrainConfig) -> InversionLossConfig:
                                freg=cfg.freg if cfg.use_f else 0.0, align=cfg.align, align_on=cfg.align_on)
 
 
-def average_image(G, size: int) -> torch.Tensor:
-    """G(w_avg) at the encoder's side [1, 3, S, S]: the image the encoder input is centred on (pSp)."""
-    with torch.inference_mode():
-        w = G.latent_avg[None, None].expand(1, G.n_latent, -1)
-        return resize_square(G.synthesis(w), size).float().clone()
-
-
 def build_encoder(cfg: EncoderTrainConfig, G, image_size: int) -> CLCAEEncoder:
     encoder = CLCAEEncoder(encoder_config(cfg, G, image_size))
     encoder.set_averages(average_image(G, image_size).cpu(), G.latent_avg.detach().cpu())
     check_compatible(encoder, G)
     return encoder
+
+
+def start_from(encoder: CLCAEEncoder, path: str, G, where: str) -> None:
+    """Load the weights of ``path`` (a clcae encoder.pt or the released CLCAE checkpoint) into
+    ``encoder``; the centring buffers stay this run's. Errors name the file and the keys that differ."""
+    try:
+        source = load_any_encoder(path, G)
+    except FileNotFoundError as e:
+        raise InputError(f"{e} ({where}.init)") from None
+    state = source.state_dict()
+    state.update(image_avg=encoder.image_avg, w_avg=encoder.w_avg)
+    load_state_strict(encoder, state, f"{path} ({where}.init)")
 
 
 class TrainStep:
@@ -119,8 +127,19 @@ def sample_grid(encoder, G, images: torch.Tensor, path: Path) -> None:
     save_image_grid(to_uint8(grid).cpu(), path, nrow=len(columns))
 
 
+def unreadable(train: ImageSet, test: ImageSet) -> dict:
+    """Image files skipped as unreadable (folder image sets), by split: count and names."""
+    out = {}
+    for split, images in (("train", train), ("test", test)):
+        skipped = getattr(images, "skipped", [])
+        out[split] = {"count": len(skipped), "files": [name for name, _ in skipped]}
+    return out
+
+
 def run_signature(params, cfg: EncoderTrainConfig, world_size: int, data: dict) -> dict:
-    return {"params": {**dataclasses.asdict(cfg), "seed": params.shared.seed, "world_size": world_size},
+    """What a resume point must share with this run (the worker count changes no result)."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_ONLY}
+    return {"params": {**settings, "seed": params.shared.seed, "world_size": world_size},
             "data": data, "code": stage_code_signature("train_encoder")}
 
 
@@ -151,6 +170,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
         encoder = build_encoder(cfg, G, image_size).to(device).train()
     except ValueError as e:  # sizes the generator cannot serve, e.g. image_size 48 or feature_layer 20
         raise ConfigError(f"train_encoder.variants.{variant}: {e}") from None
+    if cfg.init:
+        start_from(encoder, cfg.init, G, f"train_encoder.variants.{variant}")
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     encoder.to(memory_format=memory_format)  # NHWC convs on GPUs
     align, aligner_path = None, Path(params.train_aligner.out_dir) / "aligner.pt"
@@ -165,7 +186,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
 
     data = {"world": world.fingerprint(), "train_images": len(train_set),
             "generator": file_sha256(params.shared.generator),
-            "aligner": file_sha256(aligner_path) if align is not None else None}
+            "aligner": file_sha256(aligner_path) if align is not None else None,
+            "init": file_sha256(cfg.init) if cfg.init else None}
     point = ResumePoint(out / RESUME_FILE, run_signature(params, cfg, world_size, data))
     state = point.load() or {}
     step, seconds = state.get("step", 0), state.get("seconds", 0.0)
@@ -181,6 +203,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
         if device.type == "cuda":
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = torch.nn.parallel.DistributedDataParallel(net)
+    if cfg.compile:   # after DDP, as nanoGPT: DDP's buckets split the graph so all-reduce overlaps backward
+        net = torch.compile(net)
     step_fn = TrainStep(net, G, loss_fn, cfg, image_size, schedule.per_epoch)
     log = LiveLog(report / "live", rows=state.get("history", []), enabled=is_main_process())
     start = time.perf_counter() - seconds
@@ -193,10 +217,13 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     fixed = test_set.batch(torch.arange(min(8, len(test_set))))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main_process(), desc=f"encoder {variant}")
+    # rows rank::world of each step's global batch, read (decoded) ahead of the step by loader_workers
+    # processes; they start here, before the stop-signal handlers
+    batches = iter(batch_loader(ImageBatches(train_set), schedule, step, cfg.steps, rank, world_size,
+                                workers=cfg.loader_workers, pin_memory=device.type == "cuda"))
     with StopOnSignal(device) as stop:
-        while step < cfg.steps:
-            idx = schedule(step)[rank::world_size]
-            x = to_float(train_set.batch(idx)).to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        for images_u8 in batches:
+            x = to_float(images_u8.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
             set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr_frac))
             with autocast:
                 loss, terms = step_fn(x, step)
@@ -236,7 +263,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     metrics = {"test": test, "train_256": train_scores, "test_images": n_test, "steps": step,
                "batch_size": cfg.batch_size, "world_size": world_size, "replicas_identical": identical,
                "parameters": sum(p.numel() for p in encoder.parameters()), "minutes": round(minutes, 2),
-               "device": str(device), "world": world.name}
+               "device": str(device), "world": world.name,
+               "unreadable_images": unreadable(train_set, test_set)}
     save_json(metrics, report / "metrics.json")
     log.end()
     point.remove()

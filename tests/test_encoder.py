@@ -32,6 +32,33 @@ def official():
 
 
 @torch.no_grad()
+def test_load_any_encoder_reads_the_released_checkpoint_centred_as_the_official_code(official, tmp_path):
+    """evaluate.released / train_encoder.init: the released file, converted, centred on G(w_avg) at
+    256 px and on G's latent_avg; our own encoder.pt through the same call; a generator that does
+    not fit is refused naming the file."""
+    from clcae.inversion import average_image, load_any_encoder
+
+    ckpt, e, _ = official
+    torch.save(ckpt, tmp_path / "FFHQ_Inversion.pt")
+    _, G = load_official_encoder(ckpt)
+    encoder = load_any_encoder(tmp_path / "FFHQ_Inversion.pt", G)
+    torch.testing.assert_close(encoder.image_avg, average_image(G, 256), atol=0, rtol=0)
+    torch.testing.assert_close(encoder.w_avg, G.latent_avg, atol=0, rtol=0)
+    out = encoder(e["input_256"] + encoder.image_avg)   # the official forward subtracts the average image
+    torch.testing.assert_close(out.wplus, e["wplus"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.f, e["f"], atol=1e-4, rtol=0)
+    small = Generator(32, 16, 2, channels={4: 16, 8: 16, 16: 8, 32: 8})
+    ours = CLCAEEncoder(EncoderConfig.from_generator(small, 32, num_layers=18, width=4, heads=2, feature_layer=3))
+    save_encoder(ours, tmp_path / "ours.pt")
+    loaded = load_any_encoder(tmp_path / "ours.pt", small)
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"FFHQ_Inversion\.pt: encoder and generator do not fit"):
+        load_any_encoder(tmp_path / "FFHQ_Inversion.pt", small)
+    with pytest.raises(FileNotFoundError, match=r"absent\.pt: encoder file not found"):
+        load_any_encoder(tmp_path / "absent.pt", small)
+
+
+@torch.no_grad()
 def test_matches_official_encoder(official):
     ckpt, e, manifest = official
     encoder, G = load_official_encoder(ckpt)

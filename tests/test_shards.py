@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from clcae.io import CheckpointError, save_torch
-from clcae.shards import RankBatches, ShardDataset, batch_loader
+from clcae.data import FolderImages, resize_u8
+from clcae.shards import ImageBatches, RankBatches, ShardDataset, ShardImages, batch_loader
 from clcae.training import BatchSchedule
 
 
@@ -72,6 +73,33 @@ def test_resume_and_workers_give_the_same_batches(tmp_path):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_encoder_images_from_shards_or_a_folder_through_the_same_loader(tmp_path):
+    """ShardImages serves the train shards as an ImageSet at any size; an image folder goes through
+    the same loader (its workers decode the files) and gives the seeded batches too."""
+    from PIL import Image
+
+    files = write_shards(tmp_path, sizes=(7, 5, 9), size=8)
+    images, _ = all_rows(files)
+    shards = ShardImages(files)
+    assert len(shards) == 21 and shards.size == 8 and shards.names[20] == "000020"
+    small = shards.resized(4)
+    assert small.data is shards.data and torch.equal(small.batch(torch.tensor([20, 0])), resize_u8(images[[20, 0]], 4))
+    schedule = BatchSchedule(len(shards), 6, seed=2)
+    for workers in (0, 2):
+        seen = list(batch_loader(ImageBatches(shards), schedule, 0, 5, rank=1, world=2, workers=workers))
+        for step, x in enumerate(seen):
+            assert torch.equal(x, images[schedule(step)[1::2]])   # rank 1's half of the global batch
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(10):
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    photos = FolderImages(folder, 8)
+    schedule = BatchSchedule(len(photos), 4, seed=0)
+    seen = list(batch_loader(ImageBatches(photos), schedule, 0, 4, workers=2))
+    for step, x in enumerate(seen):
+        assert torch.equal(x, images[schedule(step)])   # PNG is lossless
+
+
 def test_bad_shards_name_the_file(tmp_path):
     files = write_shards(tmp_path, sizes=(3, 3))
     save_torch({"images": torch.zeros(3, 3, 4, 4, dtype=torch.uint8)}, files[1])
@@ -80,6 +108,9 @@ def test_bad_shards_name_the_file(tmp_path):
     save_torch({"images": torch.zeros(3, 3, 8, 8, dtype=torch.uint8), "w": torch.zeros(3, 6)}, files[1])
     with pytest.raises(CheckpointError, match=r"shard_00001\.pt: images is torch.uint8 \(3, 8, 8\)"):
         ShardDataset(files, ("images", "w"))
+    save_torch({"images": torch.zeros(3, 3, 8, 6)}, tmp_path / "wide.pt")
+    with pytest.raises(CheckpointError, match=r"wide\.pt: 'images' must be square uint8"):
+        ShardImages([tmp_path / "wide.pt"])
     files[1].write_bytes(files[0].read_bytes()[:100])   # truncated
     with pytest.raises(CheckpointError, match=r"shard_00001\.pt"):
         ShardDataset(files, ("images", "w"))

@@ -86,6 +86,60 @@ def test_stage_writes_encoder_metrics_curves_and_grid(tiny_world, tmp_path):
     assert not (tmp_path / "encoder" / "clcae" / ".resume").exists()  # a finished run leaves no resume point
 
 
+def test_loader_workers_change_nothing_and_init_starts_from_saved_weights(tiny_world, tmp_path):
+    """Batches decoded by two DataLoader workers train the same encoder, bit for bit; `init` loads an
+    encoder file's weights (the centring buffers stay the run's) and refuses one of another shape."""
+    from clcae.io import CheckpointError
+
+    a = te.run(tiny_params(tiny_world, tmp_path / "a"), "clcae")
+    b = te.run(tiny_params(tiny_world, tmp_path / "b", loader_workers=2), "clcae")
+    saved = tmp_path / "a" / "encoder" / "clcae" / "encoder.pt"
+    state_a = load_encoder(saved).state_dict()
+    state_b = load_encoder(tmp_path / "b" / "encoder" / "clcae" / "encoder.pt").state_dict()
+    assert all(torch.equal(v, state_b[k]) for k, v in state_a.items()) and a["test"] == b["test"]
+    assert a["unreadable_images"] == {"train": {"count": 0, "files": []}, "test": {"count": 0, "files": []}}
+
+    params = tiny_params(tiny_world, tmp_path / "c", init=str(saved))
+    G = tiny_generator()
+    encoder = te.build_encoder(params.train_encoder.variant("clcae"), G, 32)
+    te.start_from(encoder, str(saved), G, "train_encoder.variants.clcae")
+    assert all(torch.equal(v, state_a[k]) for k, v in encoder.state_dict().items())
+    psp = te.build_encoder(params.train_encoder.variant("psp"), G, 32)
+    with pytest.raises(CheckpointError, match=r"encoder\.pt \(train_encoder\.variants\.psp\.init\): state dict does "
+                                              r"not fit .*unexpected keys [1-9]"):
+        te.start_from(psp, str(saved), G, "train_encoder.variants.psp")
+    with pytest.raises(FileNotFoundError, match=r"absent\.pt: encoder file not found \(train_encoder"):
+        te.start_from(psp, str(tmp_path / "absent.pt"), G, "train_encoder.variants.psp")
+    c = te.run(params, "clcae")   # starts from a's weights: after 6 more steps, closer to the images
+    assert c["test"]["f"]["mse"] < a["test"]["f"]["mse"]
+
+    from clcae.config import ConfigError, InputError
+    from clcae.evaluate import evaluated_variants, load_variant
+
+    params.evaluate.released = {"clcae_released": str(saved)}   # evaluate.released: after the trained variants
+    assert evaluated_variants(params) == ["clcae", "psp", "clcae_released"]
+    released = load_variant(params, "clcae_released", G, "cpu")
+    assert all(torch.equal(v, state_a[k]) for k, v in released.state_dict().items())
+    params.evaluate.released = {"psp": str(saved)}
+    with pytest.raises(ConfigError, match=r"evaluate\.released: \['psp'\] are train_encoder variants too"):
+        evaluated_variants(params)
+    params.evaluate.released = {"clcae_released": str(tmp_path / "FFHQ_Inversion.pt")}
+    with pytest.raises(InputError, match=r"FFHQ_Inversion\.pt: encoder file not found \(evaluate\.released\.clcae_rel"):
+        load_variant(params, "clcae_released", G, "cpu")
+
+
+@pytest.mark.slow
+def test_compiled_encoder_trains_as_the_eager_one(tiny_world, tmp_path):
+    """compile: true (torch.compile, inductor on CPU here) gives the eager run's encoder to float tolerance."""
+    eager = te.run(tiny_params(tiny_world, tmp_path / "eager", steps=2, log_every=1), "clcae")
+    compiled = te.run(tiny_params(tiny_world, tmp_path / "compiled", steps=2, log_every=1, compile=True), "clcae")
+    a = load_encoder(tmp_path / "eager" / "encoder" / "clcae" / "encoder.pt").state_dict()
+    b = load_encoder(tmp_path / "compiled" / "encoder" / "clcae" / "encoder.pt").state_dict()
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, atol=1e-4, rtol=1e-4, msg=key)
+    assert compiled["test"]["f"]["mse"] == pytest.approx(eager["test"]["f"]["mse"], rel=1e-3)
+
+
 def test_psp_variant_has_no_f_and_no_align(tiny_world, tmp_path):
     metrics = te.run(tiny_params(tiny_world, tmp_path, variants={"psp": {"align": 0.0, "w_attention": False,
                                                                           "f_attention": False, "use_f": False,

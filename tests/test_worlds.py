@@ -10,6 +10,7 @@ from PIL import Image
 
 from clcae.config import Params
 from clcae.data import FolderImages, TensorImages, resize, resize_u8
+from clcae.shards import ShardImages
 from clcae.images import to_float
 from clcae.nets.irse import Backbone
 from clcae.worlds import World, load_world
@@ -18,7 +19,7 @@ from clcae.worlds.ffhq.world import FFHQWorld
 from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces import world_cnn as wc
 from clcae.worlds.procfaces.stage import write_train_shards
-from clcae.worlds.procfaces.world import ProcFacesWorld, load_train_shards
+from clcae.worlds.procfaces.world import ProcFacesWorld
 from conftest import fixture_path, fixture_seeded_state
 
 
@@ -118,7 +119,7 @@ def test_procfaces_images_from_the_world_stage(procfaces_world, procfaces_dir):
     assert isinstance(test_set, FolderImages) and test_set.names[0] == "000000.png"
     assert torch.equal(test_set.batch(torch.arange(6)), test)  # PNG is lossless
     np.testing.assert_allclose(test_set.labels[pf.ATTRIBUTES].to_numpy(), tlabels.numpy(), rtol=1e-6)
-    assert load_train_shards(procfaces_dir[0] / "train", limit=7)[0].shape[0] == 7
+    assert isinstance(train, ShardImages) and small.data is train.data  # one set of maps, any size
 
 
 def test_procfaces_missing_outputs_name_the_dvc_target(tmp_path):
@@ -335,6 +336,30 @@ def test_ffhq_tiny_identity_attributes_and_folders(lpips_net, tmp_path):
     train = world.train_images(8)
     assert torch.equal(train[0], torch.full((3, 8, 8), 200, dtype=torch.uint8))
     with pytest.raises(FileNotFoundError, match=r"nope.*ffhq\.test_dir"):
+        world.test_images(8)
+
+
+def test_ffhq_folders_skip_files_that_do_not_decode_and_name_them(lpips_net, tmp_path):
+    """A truncated PNG has a valid header (FolderImages' check passes) but does not decode; a text
+    file saved as .jpg has none: both are skipped, named, and the rest is served in order."""
+    folder = tmp_path / "celebahq"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((30, 40, 3), 50 * i, np.uint8)).save(folder / f"{i}.png")
+    whole = (folder / "2.png").read_bytes()
+    (folder / "2.png").write_bytes(whole[:len(whole) // 2])
+    (folder / "9.jpg").write_text("<html>404 Not Found</html>")
+    world = tiny_ffhq_world(lpips_net, test_dir=folder)
+    with pytest.warns(UserWarning) as caught:
+        test = world.test_images(8)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "9.jpg" in messages and "2.png" in messages and "do not decode" in messages
+    assert test.names == ["0.png", "1.png", "3.png"]
+    assert sorted(name for name, _ in test.skipped) == ["2.png", "9.jpg"]
+    assert test.batch(torch.arange(3))[:, 0, 0, 0].tolist() == [0, 50, 150]
+    for i in (0, 1, 3):
+        (folder / f"{i}.png").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"celebahq: none of its 1 images decodes, e.g. 2.png \(.*truncated"):
         world.test_images(8)
 
 

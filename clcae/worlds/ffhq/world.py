@@ -4,17 +4,21 @@ identity: ArcFace IR-SE50 on the face crop [35:223, 32:220] of a 256 image poole
 (pSp's IDLoss; other sizes are pooled to 256 first). perceptual: LPIPS-AlexNet at 256 px, as pSp
 scores it. attributes: a classifier checkpoint when ``ffhq.attribute_classifier`` is set.
 features: Inception-v3 pool features when its weights are present, else the ArcFace embeddings
-(named so). Images: the folders ``ffhq.train_dir`` (FFHQ) and ``ffhq.test_dir`` (CelebA-HQ test).
+(named so). Images: the folders ``ffhq.train_dir`` (FFHQ) and ``ffhq.test_dir`` (CelebA-HQ test),
+PNG/JPEG of any size, centre-cropped and resized with antialiasing; files that do not decode are
+skipped, named in a warning and counted in the stages' metrics.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from clcae.config import InputError
-from clcae.data import FolderImages, ImageSet, resize
+from clcae.data import FolderImages, ImageSet, read_image, resize
 from clcae.nets.irse import IDEncoder, load_arcface
 from clcae.worlds.base import World, check_images, freeze
 from clcae.worlds.ffhq.judges import (INCEPTION_FILE, load_attribute_classifier, load_inception, load_lpips_alex,
@@ -23,6 +27,39 @@ from clcae.worlds.ffhq.judges import (INCEPTION_FILE, load_attribute_classifier,
 SIZE = 256
 ARCFACE_HINT = ("ArcFace IR-SE50 (model_ir_se50.pth, TreB1eN/InsightFace_Pytorch's weights as linked in "
                 "pSp's README)")
+
+
+def drop_undecodable(images: FolderImages, threads: int = 8) -> FolderImages:
+    """Decode every file of a user's folder once and skip the ones that fail, so that training and
+    evaluation never stop at image 2,000: a truncated or damaged file often has a valid header
+    (which is all :class:`FolderImages` reads). Threads: PIL releases the GIL while decoding.
+    The skipped files join ``images.skipped`` and are named in one warning."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fails(name: str) -> str | None:
+        try:
+            read_image(images.folder / name)
+        except OSError as e:
+            return str(e).split(": ", 1)[-1]
+        return None
+
+    with ThreadPoolExecutor(threads) as pool:
+        reasons = list(tqdm(pool.map(fails, images.names), total=len(images), desc=f"checking {images.folder}",
+                            unit="image", disable=len(images) < 1000))
+    bad = [(name, why) for name, why in zip(images.names, reasons) if why is not None]
+    if not bad:
+        return images
+    if len(bad) == len(images):
+        raise InputError(f"{images.folder}: none of its {len(images)} images decodes, e.g. {bad[0][0]} ({bad[0][1]})")
+    keep = [i for i, why in enumerate(reasons) if why is None]
+    images.names = [images.names[i] for i in keep]
+    if images.labels is not None:
+        images.labels = images.labels.iloc[keep].reset_index(drop=True)
+    images.skipped = images.skipped + bad
+    shown = ", ".join(f"{n} ({why})" for n, why in bad[:10])
+    warnings.warn(f"{images.folder}: skipped {len(bad)} image file(s) that do not decode: {shown}"
+                  f"{' ...' if len(bad) > 10 else ''}", stacklevel=2)
+    return images
 
 
 class FFHQWorld(World):
@@ -76,7 +113,7 @@ class FFHQWorld(World):
     def _folder(self, folder: Path, key: str, size: int) -> ImageSet:
         if not folder.is_dir():
             raise InputError(f"{folder}: image folder not found (ffhq.{key})")
-        return FolderImages(folder, size)
+        return drop_undecodable(FolderImages(folder, size))
 
     def train_images(self, size: int) -> ImageSet:
         return self._folder(self.train_dir, "train_dir", size)

@@ -3,7 +3,7 @@
 All three judges are the one world CNN (:mod:`world_cnn`): identity embedding (ArcFace's role),
 attribute heads (the classifier's), and its multi-layer feature distance (LPIPS's role, so it is
 named ``world_perceptual``, not ``lpips``). Train images are the world stage's shards
-(``<world.out_dir>/train/shard_*.pt``), test images its PNG folder (``<world.out_dir>/test``).
+(``<world.out_dir>/train/shard_*.pt``, memory-mapped), test images its PNG folder (``<world.out_dir>/test``).
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pandas as pd
 import torch
 
 from clcae.config import InputError
-from clcae.data import FolderImages, ImageSet, TensorImages
-from clcae.io import file_sha256, read_tensors
+from clcae.data import FolderImages, ImageSet
+from clcae.io import file_sha256
+from clcae.shards import ShardImages
 from clcae.worlds.base import World, check_images, freeze
 from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces.world_cnn import INPUT_SIZE, WorldCNN, load_world_cnn, perceptual_distance
@@ -22,26 +23,29 @@ from clcae.worlds.procfaces.world_cnn import INPUT_SIZE, WorldCNN, load_world_cn
 MAKE = "`dvc repro world` makes it"
 
 
-def load_train_shards(folder: str | Path, limit: int | None = None) -> tuple[torch.Tensor, pd.DataFrame]:
-    """uint8 images ``[N, 3, S, S]`` and labels (person_id + attributes) from the train shards, in order."""
-    images, rows, n = [], [], 0
-    for shard in sorted(Path(folder).glob("shard_*.pt")):
-        blob = read_tensors(shard)
-        images.append(blob["images"])
-        frame = pd.DataFrame(blob["labels"].numpy(), columns=blob.get("attributes", pf.ATTRIBUTES))
-        frame.insert(0, "person_id", blob["person_id"].numpy())
-        rows.append(frame)
-        n += len(images[-1])
-        if limit is not None and n >= limit:
-            break
-    if not images:
+def train_shard_files(folder: str | Path) -> list[Path]:
+    files = sorted(Path(folder).glob("shard_*.pt"))
+    if not files:
         raise InputError(f"{folder}: no shard_*.pt files ({MAKE})")
-    return torch.cat(images)[:limit], pd.concat(rows, ignore_index=True).iloc[:limit]
+    return files
 
 
-def load_train_images(folder: str | Path, limit: int | None = None) -> torch.Tensor:
-    """uint8 ``[N, 3, S, S]`` from the train shards, in order."""
-    return load_train_shards(folder, limit)[0]
+def train_labels(shards: ShardImages) -> pd.DataFrame:
+    """person_id + attributes of every train image, in order (small: read from the mapped shards)."""
+    rows = []
+    for shard in shards.data.shards:
+        frame = pd.DataFrame(shard["labels"].numpy(), columns=shard.get("attributes", pf.ATTRIBUTES))
+        frame.insert(0, "person_id", shard["person_id"].numpy())
+        rows.append(frame)
+    return pd.concat(rows, ignore_index=True)
+
+
+def open_train_shards(folder: str | Path, size: int | None = None) -> ShardImages:
+    """The world stage's train split as memory-mapped shards: ``train/000000, ...`` with their labels."""
+    shards = ShardImages(train_shard_files(folder), size)
+    shards.names = [f"train/{i:06d}" for i in range(len(shards))]
+    shards.labels = train_labels(shards)
+    return shards
 
 
 class ProcFacesWorld(World):
@@ -55,7 +59,7 @@ class ProcFacesWorld(World):
         self.cnn = freeze(cnn)
         self.out_dir = Path(out_dir)
         self.attribute_names = list(pf.ATTRIBUTES)[:cnn.n_attributes]
-        self._train: tuple[torch.Tensor, pd.DataFrame] | None = None  # loaded once, on first use
+        self._train: ShardImages | None = None  # opened once, on first use
 
     @classmethod
     def from_params(cls, params) -> "ProcFacesWorld":
@@ -92,10 +96,8 @@ class ProcFacesWorld(World):
 
     def train_images(self, size: int) -> ImageSet:
         if self._train is None:
-            self._train = load_train_shards(self.out_dir / "train")
-        images, labels = self._train
-        names = [f"train/{i:06d}" for i in range(len(images))]
-        return TensorImages(images, names=names, labels=labels, size=size)
+            self._train = open_train_shards(self.out_dir / "train")
+        return self._train.resized(size)
 
     def test_images(self, size: int) -> ImageSet:
         folder = self.out_dir / "test"

@@ -256,7 +256,12 @@ def test_missing_alexnet_says_where_torchvision_expects_it(tmp_path, monkeypatch
     with pytest.raises(FileNotFoundError, match="alexnet-owt-7be5be79.pth"):
         load_world(params, "cpu")
     params.ffhq.arcface = str(tmp_path / "absent.pth")
-    with pytest.raises(FileNotFoundError, match=r"absent\.pth.*model_ir_se50.*ffhq\.arcface"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.pth: arcface missing.*model_ir_se50.*fetch it from "
+                                                r"https://drive.*put it at .*absent\.pth \(or set ffhq\.arcface\)"):
+        load_world(params, "cpu")
+    (tmp_path / "page.pth").write_text("<html><body>Google Drive can't scan this file for viruses</body></html>")
+    params.ffhq.arcface = str(tmp_path / "page.pth")
+    with pytest.raises(FileNotFoundError, match=r"page\.pth: arcface corrupt: it is an HTML page"):
         load_world(params, "cpu")
 
 

@@ -21,12 +21,11 @@ from clcae.config import InputError
 from clcae.data import FolderImages, ImageSet, read_image, resize
 from clcae.nets.irse import IDEncoder, load_arcface
 from clcae.worlds.base import World, check_images, freeze
+from clcae.worlds.ffhq.assets import require
 from clcae.worlds.ffhq.judges import (INCEPTION_FILE, load_attribute_classifier, load_inception, load_lpips_alex,
                                       lpips_distance, torchvision_cache)
 
 SIZE = 256
-ARCFACE_HINT = ("ArcFace IR-SE50 (model_ir_se50.pth, TreB1eN/InsightFace_Pytorch's weights as linked in "
-                "pSp's README)")
 
 
 def drop_undecodable(images: FolderImages, threads: int = 8) -> FolderImages:
@@ -82,9 +81,7 @@ class FFHQWorld(World):
     @classmethod
     def from_params(cls, params) -> "FFHQWorld":
         cfg = params.ffhq
-        arcface = Path(cfg.arcface)
-        if not arcface.is_file():
-            raise InputError(f"{arcface}: {ARCFACE_HINT} not found; put it there or set ffhq.arcface")
+        arcface = require("arcface", cfg.arcface)   # missing or an HTML page: what to fetch, and where
         inception = Path(cfg.inception) if cfg.inception else torchvision_cache(INCEPTION_FILE)
         if cfg.inception and not inception.is_file():
             raise InputError(f"{inception}: Inception-v3 weights not found (ffhq.inception)")

@@ -206,6 +206,9 @@ class FFHQWorldConfig:
     attribute_classifier: str | None = None  # clcae.worlds.ffhq.judges.AttributeClassifier file; None: no attributes
     train_dir: str = "data/ffhq/images"      # the training photos (FFHQ), PNG/JPEG
     test_dir: str = "data/celebahq/test"     # the evaluation photos (CelebA-HQ test split)
+    verify_checksums: bool = param(True, help="the assets stage compares sizes and sha256 (false: stand-in files, "
+                                              "checked by format only)")
+    assets_report: str = "reports/ffhq/assets.json"   # the assets stage's metrics
 
 
 @dataclass
@@ -219,6 +222,8 @@ class SynthesizeConfig:
     resolution: int = param(0, ge=0, help="0: the generator's size; else resized with antialiasing")
     out_dir: str = "data/pairs"
     report_dir: str = "reports/synthesize"
+    launcher: str = param("python", help="stage command prefix; 'torchrun --nproc_per_node 8': ranks render "
+                                         "disjoint shards")
 
 
 @dataclass

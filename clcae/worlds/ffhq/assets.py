@@ -94,11 +94,11 @@ MANIFEST: tuple[Asset, ...] = (
           DRIVE.format("1gCsF8mHxjhExswCchz7UpXfe-NvAhIm9"),
           needed_by="evaluate (evaluate.released), train_encoder (init)"),
     Asset("clcae_aligner_image", "the released CLCAE contrastive image encoder (best_model_image.pt): "
-          "load_official_aligner(image, latent)", "", CLCAE_CONTRASTIVE,
-          needed_by="clcae.nets.aligner.load_official_aligner"),
+          "load_official_aligner(image, latent)", "", CLCAE_CONTRASTIVE, optional=True,
+          needed_by="clcae.nets.aligner.load_official_aligner (no stage reads it: the pipeline trains its own)"),
     Asset("clcae_aligner_latent", "the released CLCAE contrastive latent encoder (best_model_latent.pt)", "",
-          CLCAE_CONTRASTIVE,
-          needed_by="clcae.nets.aligner.load_official_aligner"),
+          CLCAE_CONTRASTIVE, optional=True,
+          needed_by="clcae.nets.aligner.load_official_aligner (no stage reads it: the pipeline trains its own)"),
     Asset("ffhq_images", "FFHQ, 70,000 aligned faces (images1024x1024, PNG): the encoder's training images",
           "ffhq.train_dir", "https://github.com/NVlabs/ffhq-dataset (download_ffhq.py --images; md5 per file in "
           "ffhq-dataset-v2.json)", folder=True, images=70_000,

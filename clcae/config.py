@@ -366,7 +366,8 @@ class FitDirectionsConfig:
 @dataclass
 class EvaluateConfig:
     """Block `evaluate`: the trained variants on the world's test split: reconstruction and editing."""
-    variants: list[str] = param(default_factory=list, help="[]: every train_encoder variant")
+    variants: list[str] = param(default_factory=list, help="train_encoder variants or evaluate.released names; "
+                                                         "[]: every trained variant, then every released one")
     test_images: int = param(0, ge=0, help="first n test images reconstructed and scored (0: all)")
     metrics: list[str] = param(default_factory=lambda: ["mse", "l2_psp", "psnr", "ssim", "ms_ssim", "lpips"],
                                help="registered image metrics (clcae.metrics.list_metrics())")

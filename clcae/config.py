@@ -206,6 +206,9 @@ class FFHQWorldConfig:
     attribute_classifier: str | None = None  # clcae.worlds.ffhq.judges.AttributeClassifier file; None: no attributes
     train_dir: str = "data/ffhq/images"      # the training photos (FFHQ), PNG/JPEG
     test_dir: str = "data/celebahq/test"     # the evaluation photos (CelebA-HQ test split)
+    verify_checksums: bool = param(True, help="the assets stage compares sizes and sha256 (false: stand-in files, "
+                                              "checked by format only)")
+    assets_report: str = "reports/ffhq/assets.json"   # the assets stage's metrics
 
 
 @dataclass
@@ -219,6 +222,8 @@ class SynthesizeConfig:
     resolution: int = param(0, ge=0, help="0: the generator's size; else resized with antialiasing")
     out_dir: str = "data/pairs"
     report_dir: str = "reports/synthesize"
+    launcher: str = param("python", help="stage command prefix; 'torchrun --nproc_per_node 8': ranks render "
+                                         "disjoint shards")
 
 
 @dataclass
@@ -361,7 +366,8 @@ class FitDirectionsConfig:
 @dataclass
 class EvaluateConfig:
     """Block `evaluate`: the trained variants on the world's test split: reconstruction and editing."""
-    variants: list[str] = param(default_factory=list, help="[]: every train_encoder variant")
+    variants: list[str] = param(default_factory=list, help="train_encoder variants or evaluate.released names; "
+                                                         "[]: every trained variant, then every released one")
     test_images: int = param(0, ge=0, help="first n test images reconstructed and scored (0: all)")
     metrics: list[str] = param(default_factory=lambda: ["mse", "l2_psp", "psnr", "ssim", "ms_ssim", "lpips"],
                                help="registered image metrics (clcae.metrics.list_metrics())")

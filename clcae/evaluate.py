@@ -93,17 +93,18 @@ def load_variant(params, variant: str, G, device):
 
 
 def evaluated_variants(params) -> list[str]:
-    """``evaluate.variants`` (default: every train_encoder variant), then the released encoders."""
+    """``evaluate.variants``, trained or released names (default: every train_encoder variant, then
+    every released encoder); e.g. ``[clcae_released]`` evaluates a released model without training."""
     cfg, trained = params.evaluate, params.train_encoder.variants
-    variants = cfg.variants or list(trained)
-    unknown = [v for v in variants if v not in trained]
-    if unknown:
-        raise ConfigError(f"evaluate.variants: {unknown} not among train_encoder.variants {list(trained)}")
     clash = [name for name in cfg.released if name in trained]
     if clash:
         raise ConfigError(f"evaluate.released: {clash} are train_encoder variants too; give released encoders "
                           f"names of their own (e.g. {clash[0]}_released)")
-    return variants + list(cfg.released)
+    unknown = [v for v in cfg.variants if v not in trained and v not in cfg.released]
+    if unknown:
+        raise ConfigError(f"evaluate.variants: {unknown} are neither train_encoder.variants {list(trained)} nor "
+                          f"evaluate.released {list(cfg.released)}")
+    return list(cfg.variants) or [*trained, *cfg.released]
 
 
 def final_render_seconds(encoder, G, x: torch.Tensor) -> float:

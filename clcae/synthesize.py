@@ -89,23 +89,31 @@ def prepare_folder(folder: Path, spec: PairSpec) -> None:
     save_json({**wanted, "complete": False}, folder / "manifest.json")
 
 
-def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, progress: bool = True) -> dict:
-    """Write the pair shards and stats; return counts. Skips the shards an interrupted run of
-    the same spec wrote; SIGINT / SIGTERM stop it between batches (TrainingInterrupted)."""
+def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, progress: bool = True,
+               rank: int = 0, world: int = 1) -> dict:
+    """Write the pair shards and stats; return counts. Rank r of ``world`` renders shards r, r + world,
+    ... (disjoint files; the pairs do not depend on the rank count). Skips the shards an interrupted
+    run of the same spec wrote; SIGINT / SIGTERM stop it between batches (TrainingInterrupted)."""
+    from clcae.distributed import barrier
     from clcae.training import StopOnSignal
 
     folder = Path(out_dir)
-    prepare_folder(folder, spec)
+    if rank == 0:
+        prepare_folder(folder, spec)
+    barrier()   # the folder is ready (or cleared) before any rank writes
     n_shards = -(-spec.n_pairs // spec.shard_size)
+    mine = range(rank, n_shards, world)
     done = 0
-    bar = tqdm(total=spec.n_pairs, disable=not progress, desc="synthesize", unit="pair")
+    bar = tqdm(total=sum(min(spec.shard_size, spec.n_pairs - s * spec.shard_size) for s in mine),
+               disable=not progress or rank != 0, desc=f"synthesize ({world} rank{'s' if world > 1 else ''})",
+               unit="pair")
     with StopOnSignal() as stop, bar:
-        for shard in range(n_shards):
+        for shard in mine:
             n = min(spec.shard_size, spec.n_pairs - shard * spec.shard_size)
             path = folder / f"shard_{shard:05d}.pt"
             if not path.exists():
                 def check(shard=shard):  # between batches: the finished shards are the resume point
-                    if stop.requested():
+                    if stop.signum:   # this rank only: ranks render different shard counts (no collective)
                         raise stop.interrupted("synthesize", shard, folder, unit="shard")
 
                 z = shard_latents(spec.seed, shard, n, G.style_dim)
@@ -114,6 +122,10 @@ def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, pr
                             "row": torch.arange(n), "index": torch.arange(n) + shard * spec.shard_size}, path)
                 done += n
             bar.update(n)
+    done = all_reduce_sum(done, G.latent_avg.device)
+    barrier()   # every shard written before the run is marked complete
+    if rank != 0:
+        return {"n_pairs": spec.n_pairs, "n_shards": n_shards, "rendered_now": done}
     with torch.inference_mode():
         w_avg = G.latent_avg.float()
         image_avg = resize(G.synthesis(w_avg[None, None].expand(1, G.n_latent, -1), noise_mode="const"),
@@ -121,6 +133,19 @@ def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, pr
     save_torch({"w_avg": w_avg.cpu(), "image_avg": image_avg.float().cpu()}, folder / "stats.pt")
     save_json({**dataclasses.asdict(spec), "complete": True}, folder / "manifest.json")
     return {"n_pairs": spec.n_pairs, "n_shards": n_shards, "rendered_now": done}
+
+
+def all_reduce_sum(n: int, device: torch.device) -> int:
+    """The sum of an int over the ranks (``device``: NCCL reduces GPU tensors only)."""
+    from clcae.distributed import is_distributed
+
+    if not is_distributed():
+        return n
+    import torch.distributed as dist
+
+    t = torch.tensor([n], dtype=torch.long, device=device)
+    dist.all_reduce(t)
+    return int(t.item())
 
 
 def open_pairs(folder: str | Path) -> tuple[ShardDataset, dict]:
@@ -146,15 +171,24 @@ def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
 
 
 def run(params) -> dict:
-    """Stage entry: params.shared + params.synthesize -> data/pairs, reports/synthesize/metrics.json."""
+    """Stage entry: params.shared + params.synthesize -> data/pairs, reports/synthesize/metrics.json.
+    Under torchrun (``synthesize.launcher``) the ranks render disjoint shards."""
+    from clcae.distributed import cleanup_distributed, init_distributed
+
+    cfg = params.synthesize
+    rank, world, _, device = init_distributed(params.shared.device)
+    try:
+        return synthesize_stage(params, cfg, rank, world, device)
+    finally:
+        cleanup_distributed()
+
+
+def synthesize_stage(params, cfg, rank: int, world: int, device) -> dict:
     import time
 
-    from clcae.distributed import stage_device
     from clcae.nets.stylegan2 import load_generator
     from clcae.training import stage_code_signature
 
-    cfg = params.synthesize
-    device = stage_device(params.shared)
     G = load_generator(params.shared.generator, device=device)
     spec = PairSpec(generator=params.shared.generator, n_pairs=cfg.n_pairs, shard_size=cfg.shard_size,
                     truncation=cfg.truncation, noise_mode=cfg.noise_mode,
@@ -162,10 +196,11 @@ def run(params) -> dict:
                     generator_sha256=file_sha256(params.shared.generator),
                     code_sha256=stage_code_signature("synthesize"))
     start = time.perf_counter()
-    counts = synthesize(G, spec, cfg.out_dir, batch_size=cfg.batch_size)
+    counts = synthesize(G, spec, cfg.out_dir, batch_size=cfg.batch_size, rank=rank, world=world)
     seconds = time.perf_counter() - start
     metrics = {**counts, "seconds": round(seconds, 2),
                "pairs_per_s": round(counts["rendered_now"] / seconds, 1) if counts["rendered_now"] else None,
-               "device": str(device)}
-    save_json(metrics, Path(cfg.report_dir) / "metrics.json")
+               "device": str(device), **({"ranks": world} if world > 1 else {})}
+    if rank == 0:
+        save_json(metrics, Path(cfg.report_dir) / "metrics.json")
     return metrics

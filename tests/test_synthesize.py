@@ -96,3 +96,43 @@ def test_resized_pairs(G, tmp_path):
     synthesize(G, spec(resolution=16, n_pairs=8), tmp_path, progress=False)
     images, _, stats = load_pairs(tmp_path)
     assert images.shape[-1] == 16 and stats["image_avg"].shape[-1] == 16
+
+
+@pytest.mark.slow
+def test_two_nodes_render_disjoint_shards_and_the_same_pairs(G, tmp_path):
+    """The stage under two torchrun launches that rendezvous as two nodes (--nnodes 2, one CPU rank
+    each, gloo): rank r writes shards r, r + 2, ...; the pairs equal one process's, byte for byte."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    from clcae.nets.stylegan2 import save_generator
+    from conftest import ROOT
+
+    save_generator(G, tmp_path / "g.pt")
+    blocks = {"shared": {"seed": 3, "device": "cpu", "generator": str(tmp_path / "g.pt")},
+              "synthesize": {"n_pairs": 50, "shard_size": 16, "batch_size": 10, "out_dir": str(tmp_path / "two"),
+                             "report_dir": str(tmp_path / "report")}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(blocks))
+    with socket.socket() as sock:   # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(r),
+                               "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                               str(ROOT / "stages" / "synthesize.py"), "--params", str(tmp_path / "params.yaml")],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["n_shards"] == 4
+    assert metrics["rendered_now"] == 50   # summed over the ranks: each shard rendered once
+    one = spec(generator=str(tmp_path / "g.pt"), truncation=1.0, noise_mode="const")
+    synthesize(G, one, tmp_path / "one", batch_size=10, progress=False)
+    a, b = load_pairs(tmp_path / "one"), load_pairs(tmp_path / "two")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

@@ -120,6 +120,12 @@ def test_loader_workers_change_nothing_and_init_starts_from_saved_weights(tiny_w
     assert evaluated_variants(params) == ["clcae", "psp", "clcae_released"]
     released = load_variant(params, "clcae_released", G, "cpu")
     assert all(torch.equal(v, state_a[k]) for k, v in released.state_dict().items())
+    params.evaluate.variants = ["clcae_released"]   # a released model alone: nothing to train
+    assert evaluated_variants(params) == ["clcae_released"]
+    params.evaluate.variants = ["clcae", "nope"]
+    with pytest.raises(ConfigError, match=r"evaluate\.variants: \['nope'\] are neither"):
+        evaluated_variants(params)
+    params.evaluate.variants = []
     params.evaluate.released = {"psp": str(saved)}
     with pytest.raises(ConfigError, match=r"evaluate\.released: \['psp'\] are train_encoder variants too"):
         evaluated_variants(params)

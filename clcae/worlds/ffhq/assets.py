@@ -15,12 +15,14 @@ The stage code loads these files with the project's loaders (``load_generator``,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from clcae.data import FolderImages
 from clcae.io import atomic_path, file_sha256
 
 MiB = 1 << 20
@@ -92,11 +94,11 @@ MANIFEST: tuple[Asset, ...] = (
           DRIVE.format("1gCsF8mHxjhExswCchz7UpXfe-NvAhIm9"),
           needed_by="evaluate (evaluate.released), train_encoder (init)"),
     Asset("clcae_aligner_image", "the released CLCAE contrastive image encoder (best_model_image.pt): "
-          "load_official_aligner(image, latent)", "", CLCAE_CONTRASTIVE,
-          needed_by="clcae.nets.aligner.load_official_aligner"),
+          "load_official_aligner(image, latent)", "", CLCAE_CONTRASTIVE, optional=True,
+          needed_by="clcae.nets.aligner.load_official_aligner (no stage reads it: the pipeline trains its own)"),
     Asset("clcae_aligner_latent", "the released CLCAE contrastive latent encoder (best_model_latent.pt)", "",
-          CLCAE_CONTRASTIVE,
-          needed_by="clcae.nets.aligner.load_official_aligner"),
+          CLCAE_CONTRASTIVE, optional=True,
+          needed_by="clcae.nets.aligner.load_official_aligner (no stage reads it: the pipeline trains its own)"),
     Asset("ffhq_images", "FFHQ, 70,000 aligned faces (images1024x1024, PNG): the encoder's training images",
           "ffhq.train_dir", "https://github.com/NVlabs/ffhq-dataset (download_ffhq.py --images; md5 per file in "
           "ffhq-dataset-v2.json)", folder=True, images=70_000,
@@ -195,11 +197,12 @@ def check(asset: Asset, path: Path, hash_files: bool = True) -> Status:
 
 
 def require(name: str, path: str | os.PathLike) -> Path:
-    """``path`` when the asset ``name`` is there and intact (no hashing: loaders check the layout),
-    else the project's input error with the message that says what to fetch and where."""
+    """``path`` when the asset ``name`` is there and looks like the file (not an HTML page, a PyTorch
+    file), else the project's input error with the message that says what to fetch and where. Size
+    and sha256 are the assets stage's check; loaders check the layout (stand-in weights pass)."""
     from clcae.config import InputError
 
-    status = check(ASSETS[name], Path(path), hash_files=False)
+    status = check(dataclasses.replace(ASSETS[name], size=None, sha256=None), Path(path), hash_files=False)
     if not status.ok:
         raise InputError(status.message())
     return status.path
@@ -222,6 +225,35 @@ def fetch(asset: Asset, path: Path, chunk: int = 4 * MiB) -> Status:
         if not status.ok:
             raise OSError(f"{asset.url}: the download failed its check: {status.detail}")
     return check(asset, path)
+
+
+def run(params) -> dict:
+    """Stage `assets` (ffhq/dvc.yaml): every asset's status into ``ffhq.assets_report``; an error naming
+    each missing or damaged one (and where to fetch it) unless all the stages need is in place.
+    ``ffhq.verify_checksums: false`` (stand-in files, e.g. the tests') checks presence and format only."""
+    from clcae.config import InputError
+    from clcae.io import save_json
+
+    statuses = check_all(params, hash_files=params.ffhq.verify_checksums)
+    if not params.ffhq.verify_checksums:   # stand-ins: what a file is, not whose bytes
+        statuses = [check(dataclasses.replace(s.asset, size=None, sha256=None), s.path, False) for s in statuses]
+    from clcae.worlds.ffhq.folders import undecodable
+
+    folders = {split: FolderImages(Path(path), 1) for split, path in
+               (("train", params.ffhq.train_dir), ("test", params.ffhq.test_dir)) if Path(path).is_dir()}
+    bad_files = {split: f.skipped + undecodable(f) for split, f in folders.items()}   # headers, then decoding
+    report = {"checksums_verified": params.ffhq.verify_checksums,
+              "assets": {s.asset.name: {"path": str(s.path), "state": s.state, "detail": s.detail} for s in statuses},
+              "unreadable_images": {split: {"count": len(bad), "files": [n for n, _ in bad]}
+                                    for split, bad in bad_files.items()},
+              "in_place": sum(s.ok for s in statuses), "assets_checked": len(statuses)}
+    bad = [s for s in statuses if not s.ok]
+    if bad:
+        raise InputError(f"{len(bad)} of {len(statuses)} assets missing or damaged "
+                         f"(python -m clcae.worlds.ffhq.assets fetch gets the direct downloads):\n"
+                         + "\n".join(s.message() for s in bad))
+    save_json(report, params.ffhq.assets_report)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,6 +86,15 @@ def test_paper_config_lists_every_stage_with_its_command():
     assert "ffhq/dvc.yaml" not in dvc("repro", "--dry", "--force", cwd=ROOT).stdout   # not in the default run
 
 
+def test_every_paper_stage_cmd_points_at_a_stage_script_with_the_paper_params():
+    stages = yaml.safe_load((ROOT / "ffhq" / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)   # a foreach stage's template
+        script = next(token for token in stage["cmd"].split() if token.startswith("stages/"))
+        assert script == f"stages/{name}.py" and (ROOT / script).exists() and script in stage["deps"]
+        assert "--params configs/ffhq.yaml" in stage["cmd"] and stage["wdir"] == ".."
+
+
 @pytest.mark.slow
 def test_every_paper_stage_runs_on_stand_in_assets(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))   # no Inception: ArcFace features

@@ -8,6 +8,8 @@ download). For each missing or damaged file the message names what it is, where 
 the path (and param) to put it at. ``python -m clcae.worlds.ffhq.assets fetch`` downloads the files
 that have a direct URL (for users who are online), checked before they are moved into place;
 Google Drive links are printed with the path instead (Drive needs a browser for large files).
+The stage ``assets`` of ``ffhq/dvc.yaml`` (:func:`run`) runs the check, decodes every image of the
+two folders once and writes ``ffhq.assets_report``.
 
 The stage code loads these files with the project's loaders (``load_generator``, ``load_arcface``,
 ``load_official_encoder``, ...), which check their layout; this module checks the bytes.
@@ -263,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=("check", "fetch"))
     ap.add_argument("names", nargs="*", help="assets to fetch (default: every missing one with a direct URL)")
     ap.add_argument("--params", default="params.yaml", help="the config whose paths are checked (configs/ffhq.yaml)")
-    ap.add_argument("--no-hash", action="store_true", help="sizes and formats only (sha256 of 70K files is slow)")
+    ap.add_argument("--no-hash", action="store_true",
+                    help="sizes and formats only, no sha256 (hashing the checkpoints takes a while)")
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params)

@@ -98,7 +98,8 @@ def test_the_pipeline_stages_hash_their_code(monkeypatch):
     monkeypatch.chdir(ROOT)
     assert stage_code("synthesize") == ["stages/synthesize.py", "clcae/synthesize.py", "clcae/shards.py",
                                         "clcae/nets/stylegan2.py",
-                                        "clcae/training.py", "clcae/seeding.py", "clcae/images.py"]
+                                        "clcae/training.py", "clcae/seeding.py", "clcae/images.py",
+                                        "clcae/distributed.py"]
     aligner = stage_code("train_aligner")
     assert "clcae/train_aligner.py" in aligner and "clcae/training.py" in aligner and "data/pairs" not in aligner
 

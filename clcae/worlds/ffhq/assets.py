@@ -198,13 +198,18 @@ def check(asset: Asset, path: Path, hash_files: bool = True) -> Status:
     return Status(asset, path, "unverified", f"{size / MiB:,.1f} MiB, a PyTorch file; no published checksum")
 
 
+def format_only(asset: Asset) -> Asset:
+    """The asset without its size and sha256: checked for presence and format (not an HTML page)."""
+    return dataclasses.replace(asset, size=None, sha256=None)
+
+
 def require(name: str, path: str | os.PathLike) -> Path:
     """``path`` when the asset ``name`` is there and looks like the file (not an HTML page, a PyTorch
     file), else the project's input error with the message that says what to fetch and where. Size
     and sha256 are the assets stage's check; loaders check the layout (stand-in weights pass)."""
     from clcae.config import InputError
 
-    status = check(dataclasses.replace(ASSETS[name], size=None, sha256=None), Path(path), hash_files=False)
+    status = check(format_only(ASSETS[name]), Path(path), hash_files=False)
     if not status.ok:
         raise InputError(status.message())
     return status.path
@@ -236,9 +241,8 @@ def run(params) -> dict:
     from clcae.config import InputError
     from clcae.io import save_json
 
-    statuses = check_all(params, hash_files=params.ffhq.verify_checksums)
-    if not params.ffhq.verify_checksums:   # stand-ins: what a file is, not whose bytes
-        statuses = [check(dataclasses.replace(s.asset, size=None, sha256=None), s.path, False) for s in statuses]
+    verify = params.ffhq.verify_checksums   # false for stand-ins: what a file is, not whose bytes
+    statuses = check_all(params, MANIFEST if verify else tuple(map(format_only, MANIFEST)), hash_files=verify)
     from clcae.worlds.ffhq.folders import undecodable
 
     folders = {split: FolderImages(Path(path), 1) for split, path in

@@ -39,14 +39,17 @@ def page_models(tmp_path):
                             directions=str(directions), variant="clcae", device="cpu", command="serve"))
 
 
+WAIT_MS = 180_000  # generous: the page answers in seconds alone, far slower with the rest of the suite running
+
+
 def image_at(page, elem_id: str):
-    """The PIL image a Gradio image component shows, fetched as the browser does."""
+    """The PIL image a Gradio image component shows, fetched as the browser does, and its src."""
     from PIL import Image
 
     img = page.locator(f"#{elem_id} img").first
-    img.wait_for(state="visible", timeout=60_000)
+    img.wait_for(state="visible", timeout=WAIT_MS)
     src = img.get_attribute("src")
-    return Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+    return Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"), src
 
 
 def test_upload_slide_and_read_the_edit(page_models, tmp_path):
@@ -70,17 +73,17 @@ def test_upload_slide_and_read_the_edit(page_models, tmp_path):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/", timeout=60_000)
+            page.goto(f"http://127.0.0.1:{port}/", timeout=WAIT_MS)
             page.locator("#photo input[type=file]").set_input_files(str(photo))
-            first = image_at(page, "edited")                      # strength 0: the F inversion
-            page.locator("#rec-f img").wait_for(state="visible", timeout=60_000)
+            first, first_src = image_at(page, "edited")          # strength 0: the F inversion
+            page.locator("#rec-f img").wait_for(state="visible", timeout=WAIT_MS)
             number = page.locator("#slider-smile input[type=number]")
             number.fill("4")
             number.press("Enter")
+            # the src read before the edit was asked for: a fast answer cannot slip in between
             page.wait_for_function("(old) => { const i = document.querySelector('#edited img');"
-                                   " return i && i.src !== old; }", arg=page.locator("#edited img").get_attribute("src"),
-                                   timeout=60_000)
-            shown = image_at(page, "edited")
+                                   " return i && i.getAttribute('src') !== old; }", arg=first_src, timeout=WAIT_MS)
+            shown, _ = image_at(page, "edited")
             page.screenshot(path=str(artifacts / "web_page.png"), full_page=True)
             browser.close()
     finally:

@@ -99,7 +99,7 @@ def test_the_pipeline_stages_hash_their_code(monkeypatch):
     assert stage_code("synthesize") == ["stages/synthesize.py", "clcae/synthesize.py", "clcae/shards.py",
                                         "clcae/nets/stylegan2.py",
                                         "clcae/training.py", "clcae/seeding.py", "clcae/images.py",
-                                        "clcae/distributed.py"]
+                                        "clcae/distributed.py", "clcae/data.py", "clcae/io.py"]
     aligner = stage_code("train_aligner")
     assert "clcae/train_aligner.py" in aligner and "clcae/training.py" in aligner and "data/pairs" not in aligner
 
@@ -136,6 +136,27 @@ def test_rng_state_round_trip():
     assert torch.equal(torch.rand(3), a)
 
 
+def test_each_rank_gets_its_own_stream_and_rank_0_keeps_the_seed(monkeypatch):
+    """seed_rank_stream: rank 0 draws what torch.manual_seed(seed) draws (one-process runs unchanged),
+    other ranks draw their own, stable numbers; a resume point holds every rank's state by rank."""
+    def draws(rank):
+        torch.manual_seed(5)
+        training.seed_rank_stream(5, rank)
+        return torch.rand(4)
+
+    torch.manual_seed(5)
+    seeds_draw = torch.rand(4)
+    assert torch.equal(draws(0), seeds_draw)
+    assert not torch.equal(draws(1), draws(0)) and not torch.equal(draws(1), draws(2))
+    assert torch.equal(draws(1), draws(1))
+    states = [training.rng_state(), None]
+    a = torch.rand(3)
+    monkeypatch.setattr(training, "get_rank", lambda: 0)
+    training.set_rank_rng_state(states)
+    assert torch.equal(torch.rand(3), a)
+    assert len(training.rank_rng_states()) == 1   # no process group: this process alone
+
+
 def test_live_log_rewrites_its_history(tmp_path):
     def steps(name):
         rows = (tmp_path / "live" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
@@ -169,6 +190,19 @@ def test_stop_on_signal_sets_a_flag_then_interrupts():
     assert signal.getsignal(signal.SIGTERM) == before
     assert isinstance(err, TrainingInterrupted) and isinstance(err, ClcaeError) and err.exit_code == 143
     assert str(err).startswith("train_x stopped by SIGTERM at step 7; resume point saved to out/.resume/state.pt")
+
+
+def test_a_non_collective_stop_reads_its_own_signal_only(monkeypatch):
+    """collective=False (ranks that work through different amounts) never calls into the process
+    group: here a 'distributed' run without one would fail at the first collective."""
+    monkeypatch.setattr(training, "is_distributed", lambda: True)
+    with StopOnSignal(collective=False) as stop:
+        assert stop.requested() == 0
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert stop.requested() == signal.SIGTERM
+    with StopOnSignal() as stop, pytest.raises((RuntimeError, ValueError)):
+        stop.requested()   # the collective kind does call it
 
 
 # ----------------------------------------------------------------------------- stage errors

@@ -61,13 +61,14 @@ class Models:
 
     @property
     def encoder(self):
-        from clcae.inversion import load_encoder
+        """Our ``encoder.pt`` or the released CLCAE checkpoint (``--encoder FFHQ_Inversion.pt``), converted."""
+        from clcae.inversion import load_any_encoder
 
         if self._encoder is None:
             if not self.encoder_path.is_file():
                 raise InputError(f"{self.encoder_path}: encoder not found; make it with "
                                  f"`dvc repro train_encoder@{self.variant}`")
-            self._encoder = load_encoder(self.encoder_path, device=self.device)
+            self._encoder = load_any_encoder(self.encoder_path, self.G, device=self.device)
         return self._encoder
 
     def directions(self) -> dict:
@@ -202,7 +203,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="clcae", description="Invert and edit photos with a trained CLCAE encoder.")
     ap.add_argument("--params", default="params.yaml", help="where defaults come from (default: params.yaml)")
     ap.add_argument("--variant", default="clcae", help="a train_encoder variant (default: clcae)")
-    ap.add_argument("--encoder", help="an encoder.pt (default: <train_encoder.out_dir>/<variant>/encoder.pt)")
+    ap.add_argument("--encoder", help="an encoder.pt, or the released CLCAE FFHQ_Inversion.pt "
+                    "(default: <train_encoder.out_dir>/<variant>/encoder.pt)")
     ap.add_argument("--generator", help="a generator checkpoint (default: shared.generator)")
     ap.add_argument("--directions", help="a fit_directions output folder (default: fit_directions.out_dir)")
     ap.add_argument("--device", default="cpu")

@@ -289,6 +289,10 @@ class EncoderTrainConfig:
     checkpoint_every: int = param(100, ge=1)
     sample_every: int = param(250, ge=1, help="sample grid (input | G(w) | G(w+) | G(w+, f)) every N steps")
     test_images: int = param(0, ge=0, help="test-split images scored at the end (0: all)")
+    aligner: list[str] = param(default_factory=list,
+                               help="the frozen aligner of L_align: []: train_aligner's aligner.pt; [file]: a clcae "
+                                    "aligner.pt; [image, latent]: the released CLCAE contrastive models "
+                                    "(best_model_image.pt, best_model_latent.pt), converted")
     init: str | None = param(None, help="start from these weights: a clcae encoder.pt or the released CLCAE "
                                         "checkpoint (converted); null: random init")
     loader_workers: int = param(0, ge=0, help="DataLoader processes reading (decoding) batches ahead of the step; "
@@ -296,6 +300,9 @@ class EncoderTrainConfig:
     compile: bool = param(False, help="torch.compile the encoder (GPU speed; same results within float tolerance)")
 
     def check(self, where: str) -> None:
+        if len(self.aligner) > 2:
+            raise ConfigError(f"{where}.aligner: [] (train_aligner's), [aligner.pt] or [image.pt, latent.pt] "
+                              f"(the released CLCAE models), got {len(self.aligner)} files")
         if self.align > 0 and self.align_on == "w_image" and not self.w_loss:
             raise ConfigError(f"{where}.align_on: 'w_image' scores G(w), which w_loss: false does not render")
 

@@ -60,6 +60,11 @@ def centre_crop(image: torch.Tensor) -> torch.Tensor:
     return image[..., top:top + s, left:left + s]
 
 
+def unreadable_files(skipped: list[tuple[str, str]]) -> dict:
+    """``{"count", "files"}`` of the ``(name, why)`` pairs a folder skipped: what stage metrics report."""
+    return {"count": len(skipped), "files": [name for name, _ in skipped]}
+
+
 class ImageSet(Dataset, ABC):
     """uint8 ``[3, S, S]`` images with ``names`` and optional ``labels`` (a DataFrame or None)."""
 

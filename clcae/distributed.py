@@ -124,6 +124,15 @@ def gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
     return [int(s) for s in sizes]
 
 
+def all_gather_objects(obj) -> list:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` without a process group)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 class _AllGatherWithGrad(torch.autograd.Function):
     """Concatenate every rank's rows; backward sums the gradient over ranks and keeps our rows.
 

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from clcae.config import ConfigError, InputError
+from clcae.data import unreadable_files
 from clcae.editing import Editor, read_directions
 from clcae.editing.scores import EditJudges, edit_sweep, editing_consistency
 from clcae.images import to_float, to_uint8
@@ -48,16 +49,24 @@ def first(inversion, n: int):
     return type(inversion)(**{k: (v[:n] if torch.is_tensor(v) else v) for k, v in vars(inversion).items()})
 
 
-def world_threshold(world, test, batch_size: int) -> float | None:
-    """The world's same-person cosine threshold from its verification curve on the test split
-    (None when the test images carry no person ids)."""
-    labels = test.labels
+def judge_split(world, images, batch_size: int) -> dict[str, torch.Tensor]:
+    """One pass of the world's judges over an image set: ``{'identity' [N, D], 'features' [N, D']}``
+    on the CPU (the same-person threshold, the Frechet reference and the targets' identities)."""
+    identity, features = [], []
+    with torch.inference_mode():
+        for idx in torch.arange(len(images)).split(batch_size):
+            readout = world.describe(to_float(images.batch(idx)).to(world.device))
+            identity.append(readout["identity"].float().cpu())
+            features.append(readout["features"].float().cpu())
+    return {"identity": torch.cat(identity), "features": torch.cat(features)}
+
+
+def world_threshold(identity: torch.Tensor, labels) -> float | None:
+    """The world's same-person cosine threshold from its verification curve on the test split's
+    identity embeddings (None when the test images carry no person ids)."""
     if labels is None or "person_id" not in labels:
         return None
-    with torch.inference_mode():
-        emb = torch.cat([world.identity(to_float(test.batch(idx)).to(world.device)).cpu()
-                         for idx in torch.arange(len(test)).split(batch_size)])
-    return same_person_threshold(emb, torch.tensor(labels["person_id"].to_numpy()))
+    return same_person_threshold(identity, torch.tensor(labels["person_id"].to_numpy()))
 
 
 def metric_context(names: list[str], lpips_alexnet: str | None, device) -> tuple[list[str], dict, dict]:
@@ -122,15 +131,15 @@ def final_render_seconds(encoder, G, x: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------- reconstruction
 
 
-def reconstruction_scores(world, images_by_space: dict, inputs: torch.Tensor, names: list[str], ctx: dict,
-                          real: FrechetReference, batch_size: int) -> tuple[pd.DataFrame, dict]:
-    """Per-image figures of every space -> (frame: space, image, one column per metric;
-    {space: Frechet distance to the real test images})."""
+def reconstruction_scores(world, images_by_space: dict, inputs: torch.Tensor, target_id: torch.Tensor,
+                          names: list[str], ctx: dict, real: FrechetReference,
+                          batch_size: int) -> tuple[pd.DataFrame, dict]:
+    """Per-image figures of every space (``target_id`` [N, D]: the inputs' identity embeddings) ->
+    (frame: space, image, one column per metric; {space: Frechet distance to the real test images})."""
     frames, fd = [], {}
     world_cols = [world.perceptual_name] if world.perceptual_name not in names else []   # ffhq: it is lpips
     id_col = f"{world.identity_name}_similarity"
-    with torch.inference_mode():
-        target_id = torch.cat([world.identity(x) for x in inputs.split(batch_size)])
+    target_id = target_id.to(inputs.device)
     for space, images in images_by_space.items():
         images = images.clamp(-1, 1)
         cols: dict[str, list] = {}
@@ -281,12 +290,12 @@ def run(params) -> dict:
     n = min(cfg.test_images or len(test), len(test))
     inputs = torch.cat([to_float(test.batch(idx)) for idx in torch.arange(n).split(cfg.batch_size)]).to(device)
     person = test.labels["person_id"].to_numpy()[:n] if test.labels is not None and "person_id" in test.labels else None
+    judged = judge_split(world, test, cfg.batch_size)   # the test split through the judges once
     threshold, threshold_source = cfg.same_person_threshold, "evaluate.same_person_threshold"
     if threshold is None:
-        threshold, threshold_source = world_threshold(world, test, cfg.batch_size), "the test split's verification curve"
-    with torch.inference_mode():
-        real_features = torch.cat([world.features(to_float(test.batch(idx)).to(device)).float().cpu()
-                                   for idx in torch.arange(len(test)).split(cfg.batch_size)])
+        threshold, threshold_source = world_threshold(judged["identity"], test.labels), \
+            "the test split's verification curve"
+    real_features = judged["features"]
     real = FrechetReference(real_features)
     fd_name = f"fd_{world.features_name}"
     names, ctx, unavailable = metric_context(cfg.metrics, params.ffhq.lpips_alexnet, device)
@@ -301,8 +310,8 @@ def run(params) -> dict:
         spaces = tuple(s for s in inversion.images() if s != "w" or trains_w)
         renders[variant] = {s: inversion.images()[s] for s in spaces}
         runtime[variant] = final_render_seconds(encoder, G, inputs[:cfg.batch_size])
-        frame, recon_fd[variant] = reconstruction_scores(world, renders[variant], inputs, names, ctx, real,
-                                                         cfg.batch_size)
+        frame, recon_fd[variant] = reconstruction_scores(world, renders[variant], inputs, judged["identity"][:n],
+                                                         names, ctx, real, cfg.batch_size)
         frame.insert(0, "variant", variant)
         frame.insert(3, "name", [test.names[i] for i in frame.image])
         if person is not None:
@@ -319,8 +328,7 @@ def run(params) -> dict:
     means = recon.groupby(["variant", "space"], sort=False)[figures].mean()
     metrics = {
         "world": world.name, "test_images": n,
-        "unreadable_test_images": {"count": len(getattr(test, "skipped", [])),
-                                   "files": [name for name, _ in getattr(test, "skipped", [])]},
+        "unreadable_test_images": unreadable_files(getattr(test, "skipped", [])),
         "reconstruction": {v: {sp: {**{k: round(float(x), 6) for k, x in means.loc[(v, sp)].items()},
                                     fd_name: round(recon_fd[v][sp], 5)}
                                for sp in recon[recon.variant == v].space.unique()} for v in variants},

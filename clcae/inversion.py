@@ -16,8 +16,9 @@ import torch
 from clcae.data import resize, resize_square
 from clcae.images import to_float
 from clcae.io import CheckpointError, read_checkpoint
-from clcae.nets.encoder import (CLCAEEncoder, EncoderOutput, check_compatible, load_encoder,  # noqa: F401 (re-export)
-                                load_official_encoder)
+from clcae.nets.aligner import Aligner
+from clcae.nets.encoder import (CLCAEEncoder, EncoderOutput, check_compatible, encoder_from_checkpoint,
+                                load_encoder, load_official_encoder)  # noqa: F401 (load_encoder: re-export)
 
 
 def average_image(G, size: int) -> torch.Tensor:
@@ -39,7 +40,7 @@ def load_any_encoder(path: str | os.PathLike, G, device: str | torch.device = "c
     ckpt = read_checkpoint(source, trust=trust)
     ours = isinstance(ckpt, dict) and "config" in ckpt
     if ours:
-        encoder = load_encoder(source, device="cpu", trust=trust)
+        encoder = encoder_from_checkpoint(ckpt, source)
     else:   # not ours: the released layout, or load_official_encoder's error names what it is
         encoder, _ = load_official_encoder(ckpt if isinstance(ckpt, dict) else source, trust=trust)
     try:
@@ -49,6 +50,31 @@ def load_any_encoder(path: str | os.PathLike, G, device: str | torch.device = "c
     if not ours:
         encoder.set_averages(average_image(G, encoder.cfg.image_size).cpu(), G.latent_avg.detach().cpu())
     return encoder.to(device).eval()
+
+
+def load_any_aligner(files: list[str], G, image_size: int, device: str | torch.device = "cpu") -> Aligner:
+    """The frozen aligner of L_align from ``[aligner.pt]`` (ours, :func:`~clcae.nets.aligner.save_aligner`) or
+    ``[best_model_image.pt, best_model_latent.pt]`` (the released CLCAE contrastive models, converted and
+    centred on G(w_avg) at its input size and on ``G.latent_avg``, as the released encoder), checked
+    against the encoder's input size and the generator's W; eval mode."""
+    from clcae.nets.aligner import load_aligner, load_official_aligner
+
+    for path in files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: aligner file not found")
+    if len(files) == 1:
+        aligner = load_aligner(files[0])
+    elif len(files) == 2:
+        aligner = load_official_aligner(*files)
+        aligner.set_averages(average_image(G, aligner.cfg.image_size).cpu(), G.latent_avg.detach().cpu())
+    else:
+        raise ValueError(f"an aligner is one clcae aligner.pt or two released files (image, latent), got {files}")
+    source = " + ".join(map(str, files))
+    if aligner.cfg.image_size != image_size or aligner.cfg.style_dim != G.style_dim:
+        raise CheckpointError(f"{source}: the aligner embeds {aligner.cfg.image_size} px images and "
+                              f"{aligner.cfg.style_dim}-d w; the encoder here sees {image_size} px and the "
+                              f"generator's w is {G.style_dim}-d")
+    return aligner.to(device).eval()
 
 
 @dataclass

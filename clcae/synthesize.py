@@ -107,13 +107,13 @@ def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, pr
     bar = tqdm(total=sum(min(spec.shard_size, spec.n_pairs - s * spec.shard_size) for s in mine),
                disable=not progress or rank != 0, desc=f"synthesize ({world} rank{'s' if world > 1 else ''})",
                unit="pair")
-    with StopOnSignal() as stop, bar:
+    with StopOnSignal(collective=False) as stop, bar:   # ranks render different shard counts
         for shard in mine:
             n = min(spec.shard_size, spec.n_pairs - shard * spec.shard_size)
             path = folder / f"shard_{shard:05d}.pt"
             if not path.exists():
                 def check(shard=shard):  # between batches: the finished shards are the resume point
-                    if stop.signum:   # this rank only: ranks render different shard counts (no collective)
+                    if stop.requested():
                         raise stop.interrupted("synthesize", shard, folder, unit="shard")
 
                 z = shard_latents(spec.seed, shard, n, G.style_dim)

@@ -30,8 +30,8 @@ from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
 from clcae.shards import batch_loader
 from clcae.synthesize import open_pairs, pairs_manifest
 from clcae.images import to_float
-from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at, rng_state,
-                            set_lr, set_rng_state, stage_code_signature)
+from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at,
+                            rank_rng_states, seed_rank_stream, set_lr, set_rank_rng_state, stage_code_signature)
 
 
 def aligner_config(cfg, image_size: int, style_dim: int) -> AlignerConfig:
@@ -87,6 +87,7 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
     image, w0 = pairs[0]
     model = Aligner(aligner_config(cfg, image.shape[-1], w0.shape[0]))
     model.set_averages(stats["image_avg"], stats["w_avg"])
+    seed_rank_stream(seed, rank)   # one init for all ranks, then each rank its own dropout masks
     model.to(device).train()
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -98,7 +99,7 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"], device)
+        set_rank_rng_state(state["rng"], device)
         if is_main_process():
             print(f"train_aligner: resuming at step {step} from {point.path}", flush=True)
     schedule = BatchSchedule(n_train, cfg.batch_size, seed)
@@ -108,10 +109,11 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     retrieval = {}
 
-    def save() -> None:
+    def save() -> None:  # every rank calls it: the RNG states are gathered
+        rngs = rank_rng_states(device)
         if is_main_process():
             point.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "seconds": time.perf_counter() - start, "rng": rng_state(device), "history": log.rows})
+                        "seconds": time.perf_counter() - start, "rng": rngs, "history": log.rows})
 
     # rows rank::world of each step's global batch; workers start here, before the stop-signal handlers
     batches = iter(batch_loader(pairs, schedule, step, cfg.steps, rank, world, workers=cfg.loader_workers,

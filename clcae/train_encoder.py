@@ -4,7 +4,7 @@ The encoder (``clcae/nets/encoder.py``) maps an image to w, w+ and f; the genera
 and renders I1 = G(w), I2 = G(w+) and I3 = G(w+, f) (f blended into the F layer while
 training, see ``clcae/schedules.py``). The loss (``clcae/losses.py``) sums L2 + the world's
 perceptual distance + identity over the three renders, plus the F regularisation and the
-frozen aligner's L_align. The judges come from :func:`clcae.worlds.load_world`: this module
+frozen aligner's L_align (train_aligner's, or the released contrastive models: ``aligner``). The judges come from :func:`clcae.worlds.load_world`: this module
 does not know which world it runs in.
 
 Variants (``train_encoder.variants``) are switch settings over ``train_encoder.common``: the
@@ -14,7 +14,7 @@ generator and step budget, each into ``<out_dir>/<variant>/`` and ``<report_dir>
 Single process: ``python stages/train_encoder.py --variant clcae``. DDP:
 ``torchrun --nproc_per_node N stages/train_encoder.py --variant clcae`` (the global batch is
 split over the ranks; the align loss gathers its negatives across ranks; BatchNorm statistics
-are per rank, as in pSp; ``SyncBatchNorm`` on GPUs). Resumes from ``<out_dir>/<variant>/.resume/``
+are per rank, as in pSp; ``SyncBatchNorm`` on GPUs; each rank draws its own dropout masks). Resumes from ``<out_dir>/<variant>/.resume/``
 when interrupted (SIGTERM / Ctrl-C save a resume point); a finished run removes it.
 """
 from __future__ import annotations
@@ -27,11 +27,11 @@ import torch
 from tqdm import tqdm
 
 from clcae.config import ConfigError, EncoderTrainConfig, InputError
-from clcae.data import ImageSet
+from clcae.data import ImageSet, unreadable_files
 from clcae.distributed import (all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process,
                                replicas_identical, same_on_all_ranks)
 from clcae.images import to_float, to_uint8
-from clcae.inversion import average_image, invert, load_any_encoder, render
+from clcae.inversion import average_image, invert, load_any_aligner, load_any_encoder, render
 from clcae.io import file_sha256, save_image_grid, save_json
 from clcae.losses import AlignLoss, InversionLoss, InversionLossConfig
 from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, check_compatible, save_encoder
@@ -40,8 +40,8 @@ from clcae.nets.stylegan2 import load_generator
 from clcae.optim import make_optimizer
 from clcae.schedules import feature_blend
 from clcae.shards import ImageBatches, batch_loader
-from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at, rng_state,
-                            set_lr, set_rng_state, stage_code_signature)
+from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at,
+                            rank_rng_states, seed_rank_stream, set_lr, set_rank_rng_state, stage_code_signature)
 from clcae.worlds import World, load_world
 
 RESUME_FILE = Path(".resume") / "state.pt"  # under <out_dir>/<variant>; untracked
@@ -76,6 +76,20 @@ def start_from(encoder: CLCAEEncoder, path: str, G, where: str) -> None:
     state = source.state_dict()
     state.update(image_avg=encoder.image_avg, w_avg=encoder.w_avg)
     load_state_strict(encoder, state, f"{path} ({where}.init)")
+
+
+def aligner_paths(params, cfg: EncoderTrainConfig) -> list[str]:
+    """The aligner files L_align reads: the variant's ``aligner`` list, else train_aligner's output."""
+    return list(cfg.aligner) or [str(Path(params.train_aligner.out_dir) / "aligner.pt")]
+
+
+def frozen_aligner(files: list[str], named: bool, G, image_size: int, device, where: str):
+    """:func:`load_any_aligner`; a missing file's error says which setting (or stage) gives it."""
+    try:
+        return load_any_aligner(files, G, image_size, device)
+    except FileNotFoundError as e:
+        hint = f"{where}.aligner" if named else "run `dvc repro train_aligner`, or set align: 0"
+        raise InputError(f"{e} ({hint})") from None
 
 
 class TrainStep:
@@ -127,15 +141,6 @@ def sample_grid(encoder, G, images: torch.Tensor, path: Path) -> None:
     save_image_grid(to_uint8(grid).cpu(), path, nrow=len(columns))
 
 
-def unreadable(train: ImageSet, test: ImageSet) -> dict:
-    """Image files skipped as unreadable (folder image sets), by split: count and names."""
-    out = {}
-    for split, images in (("train", train), ("test", test)):
-        skipped = getattr(images, "skipped", [])
-        out[split] = {"count": len(skipped), "files": [name for name, _ in skipped]}
-    return out
-
-
 def run_signature(params, cfg: EncoderTrainConfig, world_size: int, data: dict) -> dict:
     """What a resume point must share with this run (the worker count changes no result)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_ONLY}
@@ -172,21 +177,20 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
         raise ConfigError(f"train_encoder.variants.{variant}: {e}") from None
     if cfg.init:
         start_from(encoder, cfg.init, G, f"train_encoder.variants.{variant}")
+    seed_rank_stream(seed, rank)   # one init for all ranks, then each rank its own dropout masks
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     encoder.to(memory_format=memory_format)  # NHWC convs on GPUs
-    align, aligner_path = None, Path(params.train_aligner.out_dir) / "aligner.pt"
+    align, aligner_files = None, aligner_paths(params, cfg)
     if cfg.align > 0:
-        from clcae.nets.aligner import load_aligner
-
-        if not aligner_path.is_file():
-            raise InputError(f"{aligner_path}: missing (run `dvc repro train_aligner`, or set align: 0)")
-        align = AlignLoss(load_aligner(aligner_path, device), mode="infonce")
+        aligner = frozen_aligner(aligner_files, bool(cfg.aligner), G, image_size, device,
+                                 f"train_encoder.variants.{variant}")
+        align = AlignLoss(aligner, mode="infonce")
     loss_fn = InversionLoss(loss_config(cfg), world.perceptual, world.identity, align)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     data = {"world": world.fingerprint(), "train_images": len(train_set),
             "generator": file_sha256(params.shared.generator),
-            "aligner": file_sha256(aligner_path) if align is not None else None,
+            "aligner": [file_sha256(f) for f in aligner_files] if align is not None else None,
             "init": file_sha256(cfg.init) if cfg.init else None}
     point = ResumePoint(out / RESUME_FILE, run_signature(params, cfg, world_size, data))
     state = point.load() or {}
@@ -194,7 +198,7 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     if state:
         encoder.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"], device)
+        set_rank_rng_state(state["rng"], device)
     if not same_on_all_ranks(step, device):
         raise InputError(f"{point.path}: the ranks found different resume points; resume points must be on a "
                          f"filesystem every rank reads (or delete {point.path.parent} to start over)")
@@ -209,10 +213,11 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     log = LiveLog(report / "live", rows=state.get("history", []), enabled=is_main_process())
     start = time.perf_counter() - seconds
 
-    def save_point() -> None:
+    def save_point() -> None:  # every rank calls it: the RNG states are gathered
+        rngs = rank_rng_states(device)
         if is_main_process():
             point.save({"step": step, "seconds": time.perf_counter() - start, "model": encoder.state_dict(),
-                        "opt": opt.state_dict(), "rng": rng_state(device), "history": log.rows})
+                        "opt": opt.state_dict(), "rng": rngs, "history": log.rows})
 
     fixed = test_set.batch(torch.arange(min(8, len(test_set))))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -264,7 +269,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
                "batch_size": cfg.batch_size, "world_size": world_size, "replicas_identical": identical,
                "parameters": sum(p.numel() for p in encoder.parameters()), "minutes": round(minutes, 2),
                "device": str(device), "world": world.name,
-               "unreadable_images": unreadable(train_set, test_set)}
+               "unreadable_images": {split: unreadable_files(getattr(images, "skipped", []))
+                                     for split, images in (("train", train_set), ("test", test_set))}}
     save_json(metrics, report / "metrics.json")
     log.end()
     point.remove()

@@ -15,7 +15,7 @@ A training loop with resume, whole curves and signal handling::
     state = point.load() or {}
     step = state.get("step", 0)
     if state:
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), set_rng_state(state["rng"])
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), set_rank_rng_state(state["rng"])
     log = LiveLog(Path(cfg.report_dir) / "live", rows=state.get("history", []), enabled=is_main_process())
     with StopOnSignal() as stop:
         while step < cfg.steps:
@@ -23,7 +23,8 @@ A training loop with resume, whole curves and signal handling::
             loss = ...; check_finite(loss, step, "train_x loss"); ...; step += 1
             if step % cfg.log_every == 0:
                 log.log(step, {"train/loss": loss.item()})
-            save = lambda: point.save({"step": step, "model": ..., "opt": ..., "rng": rng_state(), "history": log.rows})
+            save = lambda: point.save({"step": step, "model": ..., "opt": ..., "rng": rank_rng_states(),  # collective
+                                       "history": log.rows})
             if step % cfg.checkpoint_every == 0:
                 save()
             if stop.requested():
@@ -46,9 +47,12 @@ from typing import Iterable, Mapping
 import torch
 
 from clcae.config import ClcaeError, ConfigError
+from clcae.distributed import all_gather_objects, get_rank, is_distributed
+from clcae.seeding import derive_seed
 
 __all__ = ["BatchSchedule", "ResumePoint", "TrainingInterrupted", "StopOnSignal", "LiveLog", "code_signature", "stage_code",
-           "stage_code_signature", "rng_state", "set_rng_state", "lr_at", "set_lr", "check_finite"]
+           "stage_code_signature", "rng_state", "set_rng_state", "seed_rank_stream", "rank_rng_states",
+           "set_rank_rng_state", "lr_at", "set_lr", "check_finite"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -223,6 +227,25 @@ def set_rng_state(state: dict, device: torch.device | str | None = None) -> None
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def seed_rank_stream(seed: int, rank: int) -> None:
+    """Give each DDP rank its own global RNG stream (its own dropout masks, as independent samples
+    have). Rank 0 keeps ``seed``'s stream, so a one-process run draws what it always drew. Call it
+    after building the model: every rank starts from the same init (DDP broadcasts rank 0's anyway)."""
+    if rank > 0:
+        torch.manual_seed(derive_seed(seed, "rank", str(rank)))
+
+
+def rank_rng_states(device: torch.device | str | None = None) -> list[dict]:
+    """Every rank's RNG states in rank order, for a resume point that restores each rank's own
+    stream (:func:`set_rank_rng_state`). A collective under DDP: every rank calls it."""
+    return all_gather_objects(rng_state(device))
+
+
+def set_rank_rng_state(states: list[dict], device: torch.device | str | None = None) -> None:
+    """Restore this rank's entry of :func:`rank_rng_states` (resume points match in world size)."""
+    set_rng_state(states[get_rank()], device)
+
+
 # ----------------------------------------------------------------------------- stopping on signals
 
 
@@ -240,10 +263,12 @@ class StopOnSignal:
     ask the loop to stop instead of killing it. The loop calls :meth:`requested` after each
     step and, when it is set, saves a resume point and raises :meth:`interrupted`. A second
     signal interrupts at once (KeyboardInterrupt). Under DDP, :meth:`requested` is a collective
-    (every rank stops at the same step). Outside the main thread it installs nothing."""
+    (every rank stops at the same step) unless ``collective=False``: for ranks that work through
+    different amounts (synthesize's shards), each stops on its own signal. Outside the main thread
+    it installs nothing."""
 
-    def __init__(self, device: torch.device | str = "cpu"):
-        self.device, self.signum, self._previous = torch.device(device), 0, {}
+    def __init__(self, device: torch.device | str = "cpu", collective: bool = True):
+        self.device, self.collective, self.signum, self._previous = torch.device(device), collective, 0, {}
 
     def _handle(self, signum, frame) -> None:
         if self.signum:
@@ -264,10 +289,8 @@ class StopOnSignal:
         self._previous = {}
 
     def requested(self) -> int:
-        """The signal that asked to stop (0: none); the largest over ranks under DDP."""
-        from clcae.distributed import is_distributed
-
-        if not is_distributed():
+        """The signal that asked to stop (0: none); the largest over ranks under DDP (collective)."""
+        if not self.collective or not is_distributed():
             return self.signum
         import torch.distributed as dist
 

@@ -88,3 +88,18 @@ def test_the_paper_config_names_every_asset_and_the_command_reports_them(tmp_pat
     assert "MISSING assets/ffhq/model_ir_se50.pth: arcface missing" in out
     assert f"of {len(A.MANIFEST)} assets in place" in out
     assert "absent  " + str(located["inception"]) in out or "ok      " + str(located["inception"]) in out  # optional
+
+
+def test_the_released_contrastive_models_are_needed_once_the_params_name_them():
+    """Listed as optional at their default place; required (missing = an error) at the paths
+    train_encoder.common.aligner names."""
+    raw = read_yaml(ROOT / "configs" / "ffhq.yaml")
+    plain = {s.asset.name: s for s in A.check_all(build(Params, raw), hash_files=False)}
+    assert plain["clcae_aligner_image"].state == "optional" and plain["clcae_aligner_image"].ok
+    assert plain["clcae_aligner_image"].path == A.Path("assets/ffhq/best_model_image.pt")
+    raw["train_encoder"]["common"]["aligner"] = ["elsewhere/image.pt", "elsewhere/latent.pt"]
+    named = {s.asset.name: s for s in A.check_all(build(Params, raw), hash_files=False)}
+    assert named["clcae_aligner_image"].path == A.Path("elsewhere/image.pt")
+    assert named["clcae_aligner_latent"].path == A.Path("elsewhere/latent.pt")
+    assert named["clcae_aligner_latent"].state == "missing" and not named["clcae_aligner_latent"].ok
+    assert "train_encoder.common.aligner" in named["clcae_aligner_latent"].message()

@@ -25,7 +25,9 @@ TINY_FFHQ = {
     # one trained variant, one step: at style_dim 512 the 18 map2style heads alone are ~170M parameters
     "train_encoder": {"common": {"num_layers": 18, "width": 4, "heads": 2, "batch_size": 2, "steps": 1,
                                  "log_every": 1, "checkpoint_every": 1, "sample_every": 1, "test_images": 2,
-                                 "optimizer": "adam", "loader_workers": 0},
+                                 "optimizer": "adam", "loader_workers": 0,
+                                 # L_align on the released contrastive models (seeded stand-ins), not the trained one
+                                 "aligner": ["assets/ffhq/best_model_image.pt", "assets/ffhq/best_model_latent.pt"]},
                       "variants": {"clcae": {"align": 0.1, "w_attention": True, "f_attention": True, "use_f": True}},
                       "launcher": "python"},
     "fit_directions": {"n_samples": 200, "pca_components": 8, "effect_samples": 8},
@@ -64,6 +66,11 @@ def write_stand_ins(repo, cfg):
     state = fixture_seeded_state(encoder)
     state.update({"decoder." + k: v for k, v in G.state_dict().items() if k != "latent_avg"})
     torch.save({"state_dict": state, "opts": {"idx_k": 5}, "iter": 1}, repo / cfg["evaluate"]["released"]["clcae_released"])
+    contrastive = json.loads(fixture_path("clcae_ffhq_aligner_manifest.json").read_text())
+    image_file, latent_file = cfg["train_encoder"]["common"]["aligner"]
+    torch.save({"state_dict": {**fixture_seeded_state(contrastive["image_encoder_keys"]),
+                               "logit_scale": torch.tensor([2.6593])}, "opts": {}}, repo / image_file)
+    torch.save(fixture_seeded_state(contrastive["latent_encoder_keys"]), repo / latent_file)
     with torch.no_grad():
         faces = G.synthesis(G.mapping(torch.randn(10, 512))[:, None].expand(-1, 18, -1)).clamp(-1, 1)
     faces = ((torch.nn.functional.avg_pool2d(faces, 4) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
@@ -125,3 +132,15 @@ def test_every_paper_stage_runs_on_stand_in_assets(tmp_path, monkeypatch):
     assert "skipped" in metrics["editing"]   # no attribute classifier: reconstruction only, and why
     assert (repo / "reports/ffhq/report.md").exists() and (repo / "reports/ffhq/claims.csv").exists()
     assert dvc("status", "ffhq/dvc.yaml", cwd=repo).stdout.strip() in ("", "Data and pipelines are up to date.")
+    assert assets["assets"]["clcae_aligner_latent"]["state"] == "unverified"   # named by the params: needed
+
+    # your own photo through the released encoder, from the command line
+    from clcae.cli import main
+
+    monkeypatch.chdir(repo)
+    photo = repo / cfg["ffhq"]["test_dir"] / "00007.png"
+    assert main(["--params", "configs/ffhq.yaml", "--encoder", "assets/ffhq/FFHQ_Inversion.pt", "invert",
+                 str(photo), "--out", "mine"]) == 0
+    latents = torch.load(repo / "mine" / "00007_latents.pt")
+    assert latents["wplus"].shape == (18, 512) and latents["f"].shape == (512, 16, 16)
+    assert Image.open(repo / "mine" / "00007_f.png").size == (256, 256)   # at the encoder's side, as pSp shows

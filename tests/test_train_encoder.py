@@ -134,6 +134,61 @@ def test_loader_workers_change_nothing_and_init_starts_from_saved_weights(tiny_w
         load_variant(params, "clcae_released", G, "cpu")
 
 
+def released_layout(aligner: Aligner) -> tuple[dict, dict]:
+    """An aligner's weights in the layout of the released best_model_image.pt / best_model_latent.pt
+    (the inverse of convert_official_aligner; no centring buffers: the released files have none)."""
+    image, latent = {}, {}
+    for key, value in aligner.state_dict().items():
+        if key.startswith("image_encoder.map2style."):
+            image["encoder.styles.0." + key[len("image_encoder.map2style."):]] = value
+        elif key.startswith("image_encoder."):
+            image[key[len("image_encoder."):]] = value
+        elif key.startswith("latent_encoder."):
+            latent[key[len("latent_encoder."):]] = value
+        elif key == "logit_scale":
+            image[key] = value.reshape(1)
+    return image, latent
+
+
+def test_the_released_contrastive_models_serve_as_the_frozen_aligner(tiny_world, tmp_path):
+    """train_encoder.common.aligner: [image, latent] loads the released files converted, centred on
+    G(w_avg) and G's latent_avg, and embeds as the aligner they came from; training runs on them; a
+    missing file, a size the encoder does not see or a third file is named."""
+    from clcae.config import InputError
+    from clcae.inversion import average_image, load_any_aligner
+    from clcae.io import CheckpointError
+
+    G = tiny_generator()
+    torch.manual_seed(3)
+    ours = Aligner(AlignerConfig(image_size=32, num_layers=18, width=4, style_dim=16, embed_dim=16, heads=2,
+                                 ff_dim=32)).eval()
+    image_state, latent_state = released_layout(ours)
+    files = [str(tmp_path / "best_model_image.pt"), str(tmp_path / "best_model_latent.pt")]
+    torch.save({"state_dict": image_state, "opts": {}}, files[0])
+    torch.save(latent_state, files[1])
+    released = load_any_aligner(files, G, 32)
+    ours.set_averages(average_image(G, 32), G.latent_avg)
+    x, w = torch.rand(3, 3, 32, 32) * 2 - 1, torch.randn(3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(released.embed_image(x), ours.embed_image(x), atol=1e-6, rtol=0)
+        torch.testing.assert_close(released.embed_latent(w), ours.embed_latent(w), atol=1e-6, rtol=0)
+    with pytest.raises(CheckpointError, match=r"best_model_latent\.pt: the aligner embeds 32 px .* sees 64 px"):
+        load_any_aligner(files, G, 64)
+
+    params = tiny_params(tiny_world, tmp_path / "r", steps=2, aligner=files)
+    metrics = te.run(params, "clcae")
+    assert metrics["steps"] == 2
+    state = torch.load(tmp_path / "r" / "encoder" / "clcae" / "encoder.pt", weights_only=True)
+    assert state["steps"] == 2
+    with pytest.raises(InputError, match=r"absent\.pt: aligner file not found \(train_encoder\.variants\.clcae\.aligner\)"):
+        te.run(tiny_params(tiny_world, tmp_path / "m", steps=2, aligner=[files[0], str(tmp_path / "absent.pt")]),
+               "clcae")
+    from clcae.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train_encoder\.common\.aligner: \[\] .* got 3 files"):
+        tiny_params(tiny_world, tmp_path / "x", aligner=files + files[:1])
+
+
 @pytest.mark.slow
 def test_compiled_encoder_trains_as_the_eager_one(tiny_world, tmp_path):
     """compile: true (torch.compile, inductor on CPU here) gives the eager run's encoder to float tolerance."""
@@ -297,6 +352,64 @@ def test_two_gloo_processes_match_one_process(tiny_world, tmp_path, monkeypatch)
         torch.testing.assert_close(a[key], value, atol=1e-5, rtol=1e-4, msg=key)
 
 
+PRE_EMPTED_RANKS = """
+import hashlib, os, runpy, signal, sys
+import torch
+import clcae.train_encoder as te
+
+stop_at, real_lr_at, real_train = int(os.environ.get("STOP_AT", "-1")), te.lr_at, te.train
+
+def lr_at(step, *args, **kw):   # rank 0 is pre-empted during step STOP_AT
+    if step == stop_at and os.environ["RANK"] == "0":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real_lr_at(step, *args, **kw)
+
+def train(*args, **kw):         # each rank's RNG state at the end, as a hash
+    try:
+        return real_train(*args, **kw)
+    finally:
+        with open(os.environ["RNG_OUT"] + os.environ["RANK"], "w") as f:
+            f.write(hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest())
+
+te.lr_at, te.train = lr_at, train
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_draw_their_own_dropout_and_resume_each_stream(tiny_world, tmp_path):
+    """Under torchrun with dropout: the ranks end on different RNG states (their own masks), and a run
+    pre-empted on rank 0 at step 3 resumes every rank's stream: its weights equal an uninterrupted
+    2-rank run's."""
+    import yaml
+
+    (tmp_path / "wrapper.py").write_text(PRE_EMPTED_RANKS)
+
+    def torchrun(out: str, **env):
+        params = tiny_params(tiny_world, tmp_path / out, steps=5, dropout=0.1)
+        blocks = {k: _asdict(getattr(params, k)) for k in ("shared", "world", "train_aligner", "train_encoder")}
+        (tmp_path / f"{out}.yaml").write_text(yaml.safe_dump(blocks))
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               str(tmp_path / "wrapper.py"), str(ROOT / "stages" / "train_encoder.py"), "--variant",
+                               "clcae", "--params", str(tmp_path / f"{out}.yaml")], cwd=tmp_path,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "RNG_OUT": str(tmp_path / f"{out}-rng"),
+                                   **env}, capture_output=True, text=True, timeout=400)
+
+    whole = torchrun("whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert (tmp_path / "whole-rng0").read_text() != (tmp_path / "whole-rng1").read_text()
+    cut = torchrun("cut", STOP_AT="2")
+    assert cut.returncode != 0 and "stopped by SIGTERM at step 3" in cut.stderr, cut.stderr[-3000:]
+    resumed = torchrun("cut")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_encoder(tmp_path / "whole" / "encoder" / "clcae" / "encoder.pt").state_dict()
+    b = load_encoder(tmp_path / "cut" / "encoder" / "clcae" / "encoder.pt").state_dict()
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, atol=1e-6, rtol=0, msg=key)
+    assert (tmp_path / "cut-rng1").read_text() == (tmp_path / "whole-rng1").read_text()
+
+
 def _asdict(obj):
     import dataclasses
 
@@ -321,7 +434,7 @@ def test_bad_inputs_print_one_line_and_exit_1(tiny_world, tmp_path, capsys):
         return exit_.value.code, err
 
     code, err = stage("clcae", train_aligner={"out_dir": str(tmp_path / "nowhere")})
-    assert code == 1 and err.count("\n") == 1 and "aligner.pt: missing (run `dvc repro train_aligner`" in err
+    assert code == 1 and err.count("\n") == 1 and "aligner.pt: aligner file not found (run `dvc repro train_aligner`" in err
     code, err = stage("clcae", world={"out_dir": str(tmp_path / "noworld")})
     assert code == 1 and err.count("\n") == 1 and "world_cnn.pt" in err and "dvc repro world" in err
     code, err = stage("e4e")

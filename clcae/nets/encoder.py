@@ -319,7 +319,11 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu",
                  trust: bool | None = None) -> CLCAEEncoder:
     """Load an encoder written by :func:`save_encoder` (weights-only read); eval mode."""
     source = os.fspath(path)
-    ckpt = read_checkpoint(source, trust=trust)
+    return encoder_from_checkpoint(read_checkpoint(source, trust=trust), source).to(device).eval()
+
+
+def encoder_from_checkpoint(ckpt, source: str) -> CLCAEEncoder:
+    """The encoder of an already-read :func:`save_encoder` checkpoint (``source`` names it in errors)."""
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
     if not (isinstance(config, dict) and "n_latent" in config and isinstance(ckpt.get("state_dict"), dict)):
         raise CheckpointError(f"{source}: not a CLCAE encoder checkpoint written by save_encoder: it is "
@@ -333,7 +337,7 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu",
         raise CheckpointError(f"{source}: bad encoder config: {e}") from e
     model = CLCAEEncoder(cfg)
     load_state_strict(model, ckpt["state_dict"], source)
-    return model.to(device).eval()
+    return model
 
 
 def describe_checkpoint(ckpt) -> str:

@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from clcae.data import FolderImages
+from clcae.data import FolderImages, unreadable_files
 from clcae.io import atomic_path, file_sha256
 
 MiB = 1 << 20
@@ -37,7 +37,7 @@ class Asset:
     """One external file or folder of the paper config."""
     name: str
     what: str
-    param: str                 # the params key that holds its path ("" when none: the path below is fixed)
+    param: str                 # the params key that holds its path (a list's item by index: "...aligner.0")
     url: str
     size: int | None = None    # bytes, when published or recorded
     sha256: str | None = None  # when published or recorded
@@ -96,11 +96,11 @@ MANIFEST: tuple[Asset, ...] = (
           DRIVE.format("1gCsF8mHxjhExswCchz7UpXfe-NvAhIm9"),
           needed_by="evaluate (evaluate.released), train_encoder (init)"),
     Asset("clcae_aligner_image", "the released CLCAE contrastive image encoder (best_model_image.pt): "
-          "load_official_aligner(image, latent)", "", CLCAE_CONTRASTIVE, optional=True,
-          needed_by="clcae.nets.aligner.load_official_aligner (no stage reads it: the pipeline trains its own)"),
-    Asset("clcae_aligner_latent", "the released CLCAE contrastive latent encoder (best_model_latent.pt)", "",
-          CLCAE_CONTRASTIVE, optional=True,
-          needed_by="clcae.nets.aligner.load_official_aligner (no stage reads it: the pipeline trains its own)"),
+          "load_official_aligner converts it", "train_encoder.common.aligner.0", CLCAE_CONTRASTIVE, optional=True,
+          needed_by="train_encoder when train_encoder.common.aligner names it (else the pipeline's own aligner)"),
+    Asset("clcae_aligner_latent", "the released CLCAE contrastive latent encoder (best_model_latent.pt)",
+          "train_encoder.common.aligner.1", CLCAE_CONTRASTIVE, optional=True,
+          needed_by="train_encoder when train_encoder.common.aligner names it (else the pipeline's own aligner)"),
     Asset("ffhq_images", "FFHQ, 70,000 aligned faces (images1024x1024, PNG): the encoder's training images",
           "ffhq.train_dir", "https://github.com/NVlabs/ffhq-dataset (download_ffhq.py --images; md5 per file in "
           "ffhq-dataset-v2.json)", folder=True, images=70_000,
@@ -111,15 +111,19 @@ MANIFEST: tuple[Asset, ...] = (
           folder=True, images=2_824, needed_by="train_encoder (scores), evaluate"),
 )
 ASSETS = {a.name: a for a in MANIFEST}
-FIXED_PATHS = {"clcae_aligner_image": "assets/ffhq/best_model_image.pt",
-               "clcae_aligner_latent": "assets/ffhq/best_model_latent.pt"}
+# where an optional asset is looked for when its param is unset (listed by `check`, not needed)
+DEFAULT_PATHS = {"clcae_aligner_image": "assets/ffhq/best_model_image.pt",
+                 "clcae_aligner_latent": "assets/ffhq/best_model_latent.pt"}
 
 
 def lookup(params, key: str):
     """``params`` value at a dotted ``key`` (dict keys too); None when absent or null."""
     value = params
     for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        if isinstance(value, (list, tuple)):   # a list's index: "train_encoder.common.aligner.0"
+            value = value[int(part)] if part.isdigit() and int(part) < len(value) else None
+        else:
+            value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
         if value is None:
             return None
     return value
@@ -134,9 +138,9 @@ def torch_hub_file(name: str) -> Path:
 def locate(asset: Asset, params) -> Path | None:
     """Where ``params`` put the asset (its param, a torch hub cache for null torchvision weights, or a
     fixed path); None when the config does not use it (e.g. no released encoder to evaluate)."""
-    if asset.name in FIXED_PATHS:
-        return Path(FIXED_PATHS[asset.name])
     value = lookup(params, asset.param)
+    if value is None and asset.name in DEFAULT_PATHS:
+        return Path(DEFAULT_PATHS[asset.name])
     if value is None and asset.url.startswith(TORCHVISION.format("")):
         return torch_hub_file(asset.url.rsplit("/", 1)[1])   # ffhq.lpips_alexnet / inception null: the hub cache
     return None if value is None else Path(value)
@@ -217,7 +221,9 @@ def require(name: str, path: str | os.PathLike) -> Path:
 
 def check_all(params, manifest: tuple[Asset, ...] = MANIFEST, hash_files: bool = True) -> list[Status]:
     """The status of every asset the params use."""
-    return [check(a, p, hash_files) for a in manifest if (p := locate(a, params)) is not None]
+    named = [dataclasses.replace(a, optional=False) if a.optional and lookup(params, a.param) is not None else a
+             for a in manifest]   # an optional file the params name is needed
+    return [check(a, p, hash_files) for a in named if (p := locate(a, params)) is not None]
 
 
 def fetch(asset: Asset, path: Path, chunk: int = 4 * MiB) -> Status:
@@ -250,8 +256,7 @@ def run(params) -> dict:
     bad_files = {split: f.skipped + undecodable(f) for split, f in folders.items()}   # headers, then decoding
     report = {"checksums_verified": params.ffhq.verify_checksums,
               "assets": {s.asset.name: {"path": str(s.path), "state": s.state, "detail": s.detail} for s in statuses},
-              "unreadable_images": {split: {"count": len(bad), "files": [n for n, _ in bad]}
-                                    for split, bad in bad_files.items()},
+              "unreadable_images": {split: unreadable_files(bad) for split, bad in bad_files.items()},
               "in_place": sum(s.ok for s in statuses), "assets_checked": len(statuses)}
     bad = [s for s in statuses if not s.ok]
     if bad:

@@ -18,6 +18,7 @@ from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces import world_cnn as wc
 from clcae.worlds.procfaces.stage import write_train_shards
 from conftest import ROOT
+from test_safe_loading import official_states
 
 # encoder side 32 -> T3 8x8; the tiny generator's layer 3 (second conv at 8x8) is F
 TINY_ENCODER = {"num_layers": 18, "width": 4, "heads": 2, "dropout": 0.0, "feature_layer": 3, "batch_size": 4,
@@ -134,22 +135,6 @@ def test_loader_workers_change_nothing_and_init_starts_from_saved_weights(tiny_w
         load_variant(params, "clcae_released", G, "cpu")
 
 
-def released_layout(aligner: Aligner) -> tuple[dict, dict]:
-    """An aligner's weights in the layout of the released best_model_image.pt / best_model_latent.pt
-    (the inverse of convert_official_aligner; no centring buffers: the released files have none)."""
-    image, latent = {}, {}
-    for key, value in aligner.state_dict().items():
-        if key.startswith("image_encoder.map2style."):
-            image["encoder.styles.0." + key[len("image_encoder.map2style."):]] = value
-        elif key.startswith("image_encoder."):
-            image[key[len("image_encoder."):]] = value
-        elif key.startswith("latent_encoder."):
-            latent[key[len("latent_encoder."):]] = value
-        elif key == "logit_scale":
-            image[key] = value.reshape(1)
-    return image, latent
-
-
 def test_the_released_contrastive_models_serve_as_the_frozen_aligner(tiny_world, tmp_path):
     """train_encoder.common.aligner: [image, latent] loads the released files converted, centred on
     G(w_avg) and G's latent_avg, and embeds as the aligner they came from; training runs on them; a
@@ -162,7 +147,7 @@ def test_the_released_contrastive_models_serve_as_the_frozen_aligner(tiny_world,
     torch.manual_seed(3)
     ours = Aligner(AlignerConfig(image_size=32, num_layers=18, width=4, style_dim=16, embed_dim=16, heads=2,
                                  ff_dim=32)).eval()
-    image_state, latent_state = released_layout(ours)
+    image_state, latent_state = official_states(ours)   # the released files' layout
     files = [str(tmp_path / "best_model_image.pt"), str(tmp_path / "best_model_latent.pt")]
     torch.save({"state_dict": image_state, "opts": {}}, files[0])
     torch.save(latent_state, files[1])

@@ -20,11 +20,9 @@ from pathlib import Path
 
 import torch
 
+from clcae.claims import SPACE
 from clcae.config import ClcaeError, InputError, load_params
 from clcae.io import atomic_path, save_image_grid, save_torch
-
-SPACE_NAMES = {"w": "W", "wplus": "W+", "f": "F"}
-
 
 def save_png(image_u8: torch.Tensor, path: Path) -> None:
     """uint8 ``[3, H, W]`` -> PNG (atomic)."""
@@ -128,7 +126,7 @@ def cmd_invert(args, models: Models) -> int:
             save_torch(latents, out / f"{stem}_latents.pt")
             target = to_float(batch[i:i + 1]).to(inv.image_w)
             mse = {s: float(mse01(img[i:i + 1].clamp(-1, 1), target)) for s, img in inv.images().items()}
-            rows.append((path.name, " ".join(f"{SPACE_NAMES[s]} {v:.4f}" for s, v in mse.items()),
+            rows.append((path.name, " ".join(f"{SPACE[s]} {v:.4f}" for s, v in mse.items()),
                          "; ".join(notes) or "-", len(written) + 1))
     if rows:
         print(f"{'photo':<28} {'MSE [0, 1] by space':<36} {'files':>5}  notes")

@@ -62,10 +62,8 @@ def evaluate(params, seed: int) -> dict:
 
 def seed_runs(params) -> dict[int, dict[str, Path]]:
     """seed -> the evaluate files of its run; the default pipeline's run first."""
-    runs = {params.shared.seed: {"report": Path(params.evaluate.report_dir), "metrics": Path(params.evaluate.metrics_file),
-                                 "train": Path(params.train_encoder.report_dir)}}
-    for seed in params.seeds.seeds:
-        p = seed_params(params, seed)
-        runs[seed] = {"report": Path(p.evaluate.report_dir), "metrics": Path(p.evaluate.metrics_file),
-                      "train": Path(p.train_encoder.report_dir)}
-    return runs
+    def files(p) -> dict[str, Path]:
+        return {"report": Path(p.evaluate.report_dir), "metrics": Path(p.evaluate.metrics_file),
+                "train": Path(p.train_encoder.report_dir)}
+
+    return {params.shared.seed: files(params), **{seed: files(seed_params(params, seed)) for seed in params.seeds.seeds}}

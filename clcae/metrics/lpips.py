@@ -41,17 +41,19 @@ def _trunk_path(alexnet: str | os.PathLike | None) -> Path:
 
 
 def _missing(alexnet: str | os.PathLike | None, how_to_point: str) -> str | None:
-    """Why LPIPS-AlexNet cannot be loaded (a missing file), or None."""
+    """Why LPIPS-AlexNet cannot be loaded (a missing file), or None. The reason names no path of
+    this machine unless the user gave it: stage metrics record it, and they must read the same
+    wherever the stage runs."""
     trunk, linear = _trunk_path(alexnet), lpips_linear_path()
-    where = (f"LPIPS's own linear weights are {linear}"
-             + ("" if linear.is_file() else " (also missing: reinstall the lpips package)"))
+    linear_note = "" if linear.is_file() else \
+        f" LPIPS's own linear weights (weights/v0.1/alex.pth in the lpips package) are missing too: reinstall lpips."
     if not trunk.is_file():
-        return (f"LPIPS-AlexNet: the ImageNet AlexNet backbone {trunk} is missing. torchvision expects it at "
-                f"torch.hub.get_dir()/checkpoints/{ALEXNET_FILE} = {torchvision_cache(ALEXNET_FILE)} "
-                f"(TORCH_HOME moves it); fetch {ALEXNET_URL} there, or {how_to_point}. "
-                f"{where}. Nothing is downloaded at run time.")
+        cache = trunk == torchvision_cache(ALEXNET_FILE)
+        given = f"torchvision's cache, torch.hub.get_dir()/checkpoints/{ALEXNET_FILE}" if cache else f"the file {trunk}"
+        return (f"LPIPS-AlexNet: the ImageNet AlexNet backbone is not in {given} (TORCH_HOME moves the cache); "
+                f"fetch {ALEXNET_URL} there, or {how_to_point}.{linear_note} Nothing is downloaded at run time.")
     if not linear.is_file():
-        return f"LPIPS-AlexNet: {where}"
+        return f"LPIPS-AlexNet:{linear_note}"
     return None
 
 

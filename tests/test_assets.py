@@ -91,12 +91,15 @@ def test_the_paper_config_names_every_asset_and_the_command_reports_them(tmp_pat
 
 
 def test_the_released_contrastive_models_are_needed_once_the_params_name_them():
-    """Listed as optional at their default place; required (missing = an error) at the paths
-    train_encoder.common.aligner names."""
+    """Listed as optional at their default place (also when train_encoder.common.aligner names one
+    clcae aligner.pt); required (missing = an error) at the pair of paths it names."""
     raw = read_yaml(ROOT / "configs" / "ffhq.yaml")
     plain = {s.asset.name: s for s in A.check_all(build(Params, raw), hash_files=False)}
     assert plain["clcae_aligner_image"].state == "optional" and plain["clcae_aligner_image"].ok
     assert plain["clcae_aligner_image"].path == A.Path("assets/ffhq/best_model_image.pt")
+    raw["train_encoder"]["common"]["aligner"] = ["data/ffhq/aligner/aligner.pt"]   # one file: a clcae aligner.pt
+    one = {s.asset.name: s for s in A.check_all(build(Params, raw), hash_files=False)}
+    assert one["clcae_aligner_image"].state == "optional" and one["clcae_aligner_image"].path == plain["clcae_aligner_image"].path
     raw["train_encoder"]["common"]["aligner"] = ["elsewhere/image.pt", "elsewhere/latent.pt"]
     named = {s.asset.name: s for s in A.check_all(build(Params, raw), hash_files=False)}
     assert named["clcae_aligner_image"].path == A.Path("elsewhere/image.pt")

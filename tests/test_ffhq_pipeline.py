@@ -132,7 +132,7 @@ def test_every_paper_stage_runs_on_stand_in_assets(tmp_path, monkeypatch):
     assert "skipped" in metrics["editing"]   # no attribute classifier: reconstruction only, and why
     assert (repo / "reports/ffhq/report.md").exists() and (repo / "reports/ffhq/claims.csv").exists()
     assert dvc("status", "ffhq/dvc.yaml", cwd=repo).stdout.strip() in ("", "Data and pipelines are up to date.")
-    assert assets["assets"]["clcae_aligner_latent"]["state"] == "unverified"   # named by the params: needed
+    assert assets["assets"]["clcae_aligner_latent"]["path"] == "assets/ffhq/best_model_latent.pt"   # checked
 
     # your own photo through the released encoder, from the command line
     from clcae.cli import main

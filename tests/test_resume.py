@@ -149,9 +149,9 @@ def test_each_rank_gets_its_own_stream_and_rank_0_keeps_the_seed(monkeypatch):
     assert torch.equal(draws(0), seeds_draw)
     assert not torch.equal(draws(1), draws(0)) and not torch.equal(draws(1), draws(2))
     assert torch.equal(draws(1), draws(1))
-    states = [training.rng_state(), None]
+    states = [None, training.rng_state()]   # this process plays rank 1: its own entry is restored
     a = torch.rand(3)
-    monkeypatch.setattr(training, "get_rank", lambda: 0)
+    monkeypatch.setattr(training, "get_rank", lambda: 1)
     training.set_rank_rng_state(states)
     assert torch.equal(torch.rand(3), a)
     assert len(training.rank_rng_states()) == 1   # no process group: this process alone

@@ -137,8 +137,9 @@ def test_loader_workers_change_nothing_and_init_starts_from_saved_weights(tiny_w
 
 def test_the_released_contrastive_models_serve_as_the_frozen_aligner(tiny_world, tmp_path):
     """train_encoder.common.aligner: [image, latent] loads the released files converted, centred on
-    G(w_avg) and G's latent_avg, and embeds as the aligner they came from; training runs on them; a
-    missing file, a size the encoder does not see or a third file is named."""
+    G(w_avg) and G's latent_avg, and embeds as the aligner they came from; training reads the files the
+    list names ([aligner.pt] = the default); a missing file, a size the encoder does not see or a
+    third file is named."""
     from clcae.config import InputError
     from clcae.inversion import average_image, load_any_aligner
     from clcae.io import CheckpointError
@@ -160,11 +161,15 @@ def test_the_released_contrastive_models_serve_as_the_frozen_aligner(tiny_world,
     with pytest.raises(CheckpointError, match=r"best_model_latent\.pt: the aligner embeds 32 px .* sees 64 px"):
         load_any_aligner(files, G, 64)
 
-    params = tiny_params(tiny_world, tmp_path / "r", steps=2, aligner=files)
-    metrics = te.run(params, "clcae")
-    assert metrics["steps"] == 2
-    state = torch.load(tmp_path / "r" / "encoder" / "clcae" / "encoder.pt", weights_only=True)
-    assert state["steps"] == 2
+    def trained(out: str, **common) -> dict:
+        te.run(tiny_params(tiny_world, tmp_path / out, steps=2, **common), "clcae")
+        return load_encoder(tmp_path / out / "encoder" / "clcae" / "encoder.pt").state_dict()
+
+    default = trained("d")                                                          # []: train_aligner's
+    named = trained("n", aligner=[str(tiny_world / "aligner" / "aligner.pt")])       # the same file, named
+    on_released = trained("r", aligner=files)
+    assert all(torch.equal(v, named[k]) for k, v in default.items())
+    assert not all(torch.equal(v, on_released[k]) for k, v in default.items())      # L_align read the pair
     with pytest.raises(InputError, match=r"absent\.pt: aligner file not found \(train_encoder\.variants\.clcae\.aligner\)"):
         te.run(tiny_params(tiny_world, tmp_path / "m", steps=2, aligner=[files[0], str(tmp_path / "absent.pt")]),
                "clcae")

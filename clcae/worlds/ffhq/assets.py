@@ -37,7 +37,7 @@ class Asset:
     """One external file or folder of the paper config."""
     name: str
     what: str
-    param: str                 # the params key that holds its path (a list's item by index: "...aligner.0")
+    param: str                 # the params key that holds its path
     url: str
     size: int | None = None    # bytes, when published or recorded
     sha256: str | None = None  # when published or recorded
@@ -96,10 +96,10 @@ MANIFEST: tuple[Asset, ...] = (
           DRIVE.format("1gCsF8mHxjhExswCchz7UpXfe-NvAhIm9"),
           needed_by="evaluate (evaluate.released), train_encoder (init)"),
     Asset("clcae_aligner_image", "the released CLCAE contrastive image encoder (best_model_image.pt): "
-          "load_official_aligner converts it", "train_encoder.common.aligner.0", CLCAE_CONTRASTIVE, optional=True,
+          "load_official_aligner converts it", "train_encoder.common.aligner", CLCAE_CONTRASTIVE, optional=True,
           needed_by="train_encoder when train_encoder.common.aligner names it (else the pipeline's own aligner)"),
     Asset("clcae_aligner_latent", "the released CLCAE contrastive latent encoder (best_model_latent.pt)",
-          "train_encoder.common.aligner.1", CLCAE_CONTRASTIVE, optional=True,
+          "train_encoder.common.aligner", CLCAE_CONTRASTIVE, optional=True,
           needed_by="train_encoder when train_encoder.common.aligner names it (else the pipeline's own aligner)"),
     Asset("ffhq_images", "FFHQ, 70,000 aligned faces (images1024x1024, PNG): the encoder's training images",
           "ffhq.train_dir", "https://github.com/NVlabs/ffhq-dataset (download_ffhq.py --images; md5 per file in "
@@ -114,18 +114,26 @@ ASSETS = {a.name: a for a in MANIFEST}
 # where an optional asset is looked for when its param is unset (listed by `check`, not needed)
 DEFAULT_PATHS = {"clcae_aligner_image": "assets/ffhq/best_model_image.pt",
                  "clcae_aligner_latent": "assets/ffhq/best_model_latent.pt"}
+# train_encoder.common.aligner names the released contrastive models as a pair [image, latent] (one
+# file there is a clcae aligner.pt, not a released model)
+RELEASED_PAIR = {"clcae_aligner_image": 0, "clcae_aligner_latent": 1}
 
 
 def lookup(params, key: str):
     """``params`` value at a dotted ``key`` (dict keys too); None when absent or null."""
     value = params
     for part in key.split("."):
-        if isinstance(value, (list, tuple)):   # a list's index: "train_encoder.common.aligner.0"
-            value = value[int(part)] if part.isdigit() and int(part) < len(value) else None
-        else:
-            value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
         if value is None:
             return None
+    return value
+
+
+def named_path(asset: Asset, params) -> str | None:
+    """The path ``params`` give the asset, or None (a released contrastive model: only as a pair)."""
+    value = lookup(params, asset.param)
+    if asset.name in RELEASED_PAIR:
+        return value[RELEASED_PAIR[asset.name]] if isinstance(value, (list, tuple)) and len(value) == 2 else None
     return value
 
 
@@ -138,7 +146,7 @@ def torch_hub_file(name: str) -> Path:
 def locate(asset: Asset, params) -> Path | None:
     """Where ``params`` put the asset (its param, a torch hub cache for null torchvision weights, or a
     fixed path); None when the config does not use it (e.g. no released encoder to evaluate)."""
-    value = lookup(params, asset.param)
+    value = named_path(asset, params)
     if value is None and asset.name in DEFAULT_PATHS:
         return Path(DEFAULT_PATHS[asset.name])
     if value is None and asset.url.startswith(TORCHVISION.format("")):
@@ -221,7 +229,7 @@ def require(name: str, path: str | os.PathLike) -> Path:
 
 def check_all(params, manifest: tuple[Asset, ...] = MANIFEST, hash_files: bool = True) -> list[Status]:
     """The status of every asset the params use."""
-    named = [dataclasses.replace(a, optional=False) if a.optional and lookup(params, a.param) is not None else a
+    named = [dataclasses.replace(a, optional=False) if a.optional and named_path(a, params) is not None else a
              for a in manifest]   # an optional file the params name is needed
     return [check(a, p, hash_files) for a in named if (p := locate(a, params)) is not None]
 

@@ -76,6 +76,14 @@ class FFHQWorld(World):
         x = check_images(x, "features")
         return self.identity(x) if self.inception is None else self.inception(x)  # [B, 512 | 2048]
 
+    def describe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The base readout, with ArcFace run once when it gives the features too (no Inception)."""
+        identity = self.identity(x)
+        out = {"identity": identity, "features": identity if self.inception is None else self.features(x)}
+        if self.attribute_names:
+            out["attributes"] = self.attributes(x)
+        return out
+
     def _folder(self, folder: Path, key: str, size: int) -> FolderImages:
         if not folder.is_dir():
             raise InputError(f"{folder}: image folder not found (ffhq.{key})")

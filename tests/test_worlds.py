@@ -241,12 +241,11 @@ def tiny_ffhq_world(lpips_net, **kwargs) -> FFHQWorld:
 
 def test_missing_alexnet_says_where_torchvision_expects_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
-    expected = tmp_path / "empty_home" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
     with pytest.raises(FileNotFoundError) as err:
         judges.load_lpips_alex()
-    message = str(err.value)
-    assert str(expected) in message and "torch.hub.get_dir()/checkpoints" in message
-    assert str(judges.lpips_linear_path()) in message and "ffhq.lpips_alexnet" in message
+    message = str(err.value)   # the same words on every machine: stage metrics record them
+    assert "torchvision's cache, torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth" in message
+    assert "TORCH_HOME" in message and "ffhq.lpips_alexnet" in message and str(tmp_path) not in message
     assert not (tmp_path / "empty_home").exists()  # nothing was downloaded
     # through load_world: the same message once ArcFace is found
     arcface = tmp_path / "model_ir_se50.pth"

@@ -76,8 +76,7 @@ def load_lpips_alex(alexnet: str | os.PathLike | None = None, how_to_point: str 
 
     reason = _missing(alexnet, how_to_point)
     if reason is not None:
-        raise MetricUnavailable("lpips", reason, here=f"the backbone is looked for at {_trunk_path(alexnet)}; "
-                                                      f"LPIPS's linear weights are {lpips_linear_path()}")
+        raise MetricUnavailable("lpips", reason)
     trunk = _trunk_path(alexnet)
     with warnings.catch_warnings():  # torchvision's 'pretrained' deprecation, inside lpips
         warnings.simplefilter("ignore")

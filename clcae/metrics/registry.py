@@ -26,11 +26,10 @@ IMAGE_METRIC_MODULES = ("mse", "psnr", "ssim", "lpips")
 
 class MetricUnavailable(InputError):
     """A metric's reference weights are absent: record it as unavailable with ``reason``;
-    it is never computed with stand-in (random) weights. ``here`` (this machine's paths) is
-    in the message, not in the ``reason`` that stage metrics record."""
+    it is never computed with stand-in (random) weights."""
 
-    def __init__(self, metric: str, reason: str, here: str = ""):
-        super().__init__(f"metric {metric!r} is unavailable: {reason}" + (f" Here: {here}." if here else ""))
+    def __init__(self, metric: str, reason: str):
+        super().__init__(f"metric {metric!r} is unavailable: {reason}")
         self.metric, self.reason = metric, reason
 
 

@@ -17,7 +17,8 @@ import pandas as pd
 from clcae.stats import hierarchical_bootstrap, paired_bootstrap, verdict
 
 
-SPACE = {"w": "W", "wplus": "W+", "f": "F"}   # how the report names the inversion spaces
+SPACE = {"w": "W", "wplus": "W+", "f": "F",   # how the report names the inversion spaces, and the second edit
+         "wplus_latent": "W+ (w+ edit)", "f_latent": "F (w+ edit)"}   # setting (clcae.evaluate.evaluate_editing)
 
 
 @dataclass(frozen=True)
@@ -109,4 +110,10 @@ def paper_claims(recon: pd.DataFrame, editing: pd.DataFrame | None, metrics: dic
             rows.append(compare(per_image, claim, Cell("clcae", "f"), b, "identity", True, n_boot, seed))
         for b in (Cell("clcae", "wplus"), Cell(baseline, "wplus")):
             rows.append(compare(per_image, control, Cell("clcae", "f"), b, "target_gain", True, n_boot, seed))
+        # not a claim of the paper: the official edit (w moved inside the encoder) against the edit of the codes
+        setting = f"(setting) the official edit through the encoder vs the edit of w+ (strength +-{edit_strength:g})"
+        for space in ("f", "wplus"):
+            for m in ("identity", "target_gain"):
+                rows.append(compare(per_image, setting, Cell("clcae", space), Cell("clcae", space + "_latent"), m, True,
+                                    n_boot, seed))
     return pd.DataFrame(rows)

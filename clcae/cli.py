@@ -153,11 +153,11 @@ def cmd_edit(args, models: Models) -> int:
     if not photos:
         return failed
     (path, image, notes), = photos
-    inv = invert(encoder, G, image[None])
+    inv = invert(encoder, G, image[None], keep_codes=True)
     space = args.space if args.space != "f" or inv.f is not None else "wplus"
     if space != args.space:
         print(f"note: {models.encoder_path} has no F branch; editing in W+", file=sys.stderr)
-    editor = Editor.for_encoder(encoder, G)
+    editor = Editor.for_encoder(encoder, G, mode=args.edit_mode)
     out, stem = Path(args.out), path.stem
     save_png(to_uint8(inv.images()[space][0]), out / f"{stem}_{space}_inversion.png")
     written = [f"{stem}_{space}_inversion.png"]
@@ -183,8 +183,7 @@ def cmd_edit(args, models: Models) -> int:
 
 def first_n(inversion, i: int, repeat: int):
     """The first ``i`` images of an Inversion, each repeated ``repeat`` times (one row of a sweep)."""
-    return type(inversion)(**{k: (v[:i].repeat_interleave(repeat, 0) if torch.is_tensor(v) else v)
-                              for k, v in vars(inversion).items()})
+    return inversion.select(torch.arange(i).repeat_interleave(repeat))
 
 
 def cmd_directions(args, models: Models) -> int:
@@ -216,6 +215,9 @@ def parser() -> argparse.ArgumentParser:
     ed.add_argument("--direction", action="append", required=True, help="repeat for several (one file each)")
     ed.add_argument("--strength", action="append", type=float, help="one per --direction (default: its own)")
     ed.add_argument("--space", choices=("f", "wplus", "w"), default="f")
+    ed.add_argument("--edit-mode", choices=("encoder", "latent"), default="encoder",
+                    help="encoder: the official CLCAE edit (w moved inside the encoder, w+ and f computed again); "
+                         "latent: w+ + d with f shifted by G5 (e4e / HFGI style)")
     ed.add_argument("--sweep", nargs=3, type=float, metavar=("FROM", "TO", "N"), help="a strip of N strengths")
     ed.add_argument("--out", required=True)
     sub.add_parser("directions", help="list the directions of the current world")

@@ -237,6 +237,8 @@ class TrainAlignerConfig:
     dropout: float = param(0.0, ge=0, lt=1)
     temperature_init: float = param(0.07, gt=0)
     lambda_i2w: float = param(0.5, ge=0, le=1, help="weight of the image->w direction")
+    logit_cap: float | None = param(100.0, gt=1, help="cap on the logit scale exp(s) = 1 / temperature (CLIP's 100); "
+                                                     "null: uncapped, as the official ClipLoss")
     batch_size: int = param(128, ge=2, help="global batch (split across ranks)")
     lr: float = param(1e-3, gt=0)
     weight_decay: float = param(0.0, ge=0)
@@ -263,7 +265,14 @@ class EncoderTrainConfig:
     width: int = param(16, ge=1, help="IR-SE base channels (paper: 64)")
     heads: int = param(4, ge=1, help="attention heads of the W+ and F blocks")
     dropout: float = param(0.1, ge=0, lt=1, help="attention-block dropout (official 0.1)")
-    feature_layer: int = param(5, ge=1, help="generator conv layer whose output F replaces (conv1 at 4x4 = 1)")
+    feature_layer: int = param(5, ge=1, help="generator conv layer where f enters (conv1 at 4x4 = 1)")
+    feature_insert: Literal["next_conv", "replace"] = "next_conv"  # official: the layer's toRGB keeps G's own
+                                                                    # feature, f feeds the next conv; replace: ablation
+    weight_init: Literal["official", "pytorch"] = "official"  # official: BaseNetwork.init_weights; pytorch: defaults
+    warm_start: bool = param(False, help="load the pyramid and w head from the frozen aligner (the official trainer "
+                                         "means to, but its strict=False load matches no key: it loads nothing)")
+    noise: Literal["random", "const"] = "random"  # generator noise while training: official fresh ("random")
+    hflip: float = param(0.5, ge=0, le=1, help="probability of a horizontal flip of each training image (official 0.5)")
     w_attention: bool = True   # false: pSp's w+ = w_avg + map2style offsets
     f_attention: bool = True   # false: F from T3 by the strided CNN alone (Feature-Style encoder)
     use_f: bool = True         # false: W+ only (pSp / e4e), no F branch
@@ -283,6 +292,10 @@ class EncoderTrainConfig:
     weight_decay: float = param(0.0, ge=0)
     warmup_steps: int = param(0, ge=0)
     final_lr_frac: float = param(1.0, gt=0, le=1, help="cosine decay to lr * this (1: constant, as pSp)")
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"  # official: ReduceLROnPlateau on each epoch's mean loss;
+                                                           # cosine: warmup_steps, then cosine to lr * final_lr_frac
+    plateau_patience: int = param(10, ge=0, help="plateau: epochs without improvement before the lr drops (official 10)")
+    plateau_factor: float = param(0.1, gt=0, lt=1, help="plateau: the lr's factor at each drop (official 0.1)")
     batch_size: int = param(8, ge=1, help="global batch (split across ranks)")
     steps: int = param(1000, ge=1)
     log_every: int = param(50, ge=1)
@@ -305,6 +318,9 @@ class EncoderTrainConfig:
                               f"(the released CLCAE models), got {len(self.aligner)} files")
         if self.align > 0 and self.align_on == "w_image" and not self.w_loss:
             raise ConfigError(f"{where}.align_on: 'w_image' scores G(w), which w_loss: false does not render")
+        if self.lr_schedule == "plateau" and (self.warmup_steps or self.final_lr_frac != 1.0):
+            raise ConfigError(f"{where}.lr_schedule: 'plateau' (the official ReduceLROnPlateau) has no warm-up or "
+                              f"cosine decay: set warmup_steps: 0 and final_lr_frac: 1.0, or lr_schedule: cosine")
 
 
 @dataclass

@@ -46,7 +46,7 @@ SPACES = ("w", "wplus", "f")
 
 def first(inversion, n: int):
     """The first ``n`` images of an Inversion."""
-    return type(inversion)(**{k: (v[:n] if torch.is_tensor(v) else v) for k, v in vars(inversion).items()})
+    return inversion.select(slice(0, n))
 
 
 def judge_split(world, images, batch_size: int) -> dict[str, torch.Tensor]:
@@ -198,7 +198,7 @@ def plot_curves(per_set: pd.DataFrame, fd_name: str, path: Path) -> None:
     rows = [("target_change", "target attribute change"), ("other_drift", "other attributes |change|"),
             ("identity", "identity cos to input"), ("frechet", fd_name)]
     fig, axes = plt.subplots(len(rows), len(names), figsize=(3.2 * len(names), 2.4 * len(rows)), squeeze=False)
-    styles = {"w": ":", "wplus": "--", "f": "-"}
+    styles = {"w": ":", "wplus": "--", "f": "-", "wplus_latent": (0, (1, 1)), "f_latent": "-."}
     variants = list(dict.fromkeys(per_set.variant))
     for (variant, space), frame in per_set.groupby(["variant", "space"], sort=False):
         for j, name in enumerate(names):
@@ -225,22 +225,42 @@ def edit_grid(editor: Editor, inversion, directions: dict, strengths: list[float
     save_image_grid(to_uint8(torch.cat(rows).clamp(-1, 1)).cpu(), path, nrow=len(strengths))
 
 
+LATENT_EDIT = "_latent"   # space suffix of the second edit setting (w+ + delta, f shifted): "wplus_latent", "f_latent"
+
+
 def evaluate_editing(G, world, variant: str, encoder, inputs: torch.Tensor, inversion, spaces: tuple[str, ...],
                      directions: dict, real_features, threshold, cfg) -> tuple:
-    """One variant's editing scores -> (per-image frame, per-set frame, consistency frame)."""
+    """One variant's editing scores -> (per-image frame, per-set frame, consistency frame).
+
+    The spaces are edited as the official CLCAE code edits (through the encoder, :class:`Editor`
+    mode ``"encoder"``); for an encoder with W+ attention the W+ and F edits of the codes (mode
+    ``"latent"``) are scored too, as the spaces ``wplus_latent`` and ``f_latent``."""
     n = min(cfg.edit_images, len(inputs))
-    inputs, inversion = inputs[:n], first(inversion, n)
-    editor = Editor.for_encoder(encoder, G, batch_size=cfg.batch_size)
+    inputs = inputs[:n]
+
+    def invert_codes(x):
+        return invert(encoder, G, x, batch_size=cfg.batch_size, keep_codes=True)
+    inversion = invert_codes(inputs)   # the edit subset again, with the encoder's codes for the official edit
     judges = EditJudges(world.describe, list(world.attribute_names), world.perceptual, threshold,
                         batch_size=cfg.batch_size)
     strengths = sorted({0.0, *cfg.edit_strengths, cfg.edit_strength, -cfg.edit_strength})
-    per_image, per_set = edit_sweep(editor, inversion, inputs, directions, strengths, judges, real_features, spaces)
-    consistency = editing_consistency(editor, lambda x: invert(encoder, G, x, batch_size=cfg.batch_size),
-                                      first(inversion, min(cfg.consistency_images, n)), directions,
-                                      cfg.edit_strength, judges, spaces)
-    space = "f" if "f" in spaces else "wplus"
-    edit_grid(editor, inversion, directions, strengths, space,
-              Path(cfg.report_dir) / "figures" / f"edits_{variant}_{space}.png")
+    settings = [(Editor.for_encoder(encoder, G, batch_size=cfg.batch_size), spaces, "")]
+    if encoder.cfg.w_attention:   # without it both settings are the same edit (w+ + delta)
+        settings.append((Editor.for_encoder(encoder, G, batch_size=cfg.batch_size, mode="latent"),
+                         tuple(s for s in spaces if s != "w"), LATENT_EDIT))
+    frames = []
+    for editor, edit_spaces, suffix in settings:
+        per_image, per_set = edit_sweep(editor, inversion, inputs, directions, strengths, judges, real_features,
+                                        edit_spaces)
+        consistency = editing_consistency(editor, invert_codes, first(inversion, min(cfg.consistency_images, n)),
+                                          directions, cfg.edit_strength, judges, edit_spaces)
+        for frame in (per_image, per_set, consistency):
+            frame["space"] = frame["space"] + suffix
+        frames.append((per_image, per_set, consistency))
+        space = "f" if "f" in edit_spaces else "wplus"
+        edit_grid(editor, inversion, directions, strengths, space,
+                  Path(cfg.report_dir) / "figures" / f"edits_{variant}_{space}{suffix}.png")
+    per_image, per_set, consistency = (pd.concat(parts, ignore_index=True) for parts in zip(*frames))
     for frame in (per_image, per_set, consistency):
         frame.insert(0, "variant", variant)
     return per_image, per_set, consistency

@@ -1,8 +1,9 @@
 """Inversion API for everything after the encoder: images -> (w, w+, f) and their renders.
 
 ``invert(encoder, G, images)`` runs the trained encoder and the frozen generator in batches
-under ``torch.inference_mode()``: I1 = G(w), I2 = G(w+), I3 = G(w+, f) with f replacing the
-generator's F layer (blend 1, as at inference). Images of any size are resized (antialiased)
+under ``torch.inference_mode()``: I1 = G(w), I2 = G(w+), I3 = G(w+, f) with f entering the
+generator at its F layer as the official model does (blend 1, as at inference; the layer's toRGB
+skip keeps G's own feature: ``Generator.synthesis``'s ``feature_insert``). Images of any size are resized (antialiased)
 to the encoder's input side; renders come back at that side too, so inputs and
 reconstructions compare pixel for pixel.
 """
@@ -17,7 +18,7 @@ from clcae.data import resize, resize_square
 from clcae.images import to_float
 from clcae.io import CheckpointError, read_checkpoint
 from clcae.nets.aligner import Aligner
-from clcae.nets.encoder import (CLCAEEncoder, EncoderOutput, check_compatible, encoder_from_checkpoint,
+from clcae.nets.encoder import (CLCAEEncoder, EncoderCodes, EncoderOutput, check_compatible, encoder_from_checkpoint,
                                 load_encoder, load_official_encoder)  # noqa: F401 (load_encoder: re-export)
 
 
@@ -86,6 +87,15 @@ class Inversion:
     image_w: torch.Tensor             # [B, 3, S, S]  G(w)
     image_wplus: torch.Tensor         # [B, 3, S, S]  G(w+)
     image_f: torch.Tensor | None      # [B, 3, S, S]  G(w+, f)
+    codes: EncoderCodes | None = None  # the encoder's codes, for the official edit (invert(keep_codes=True))
+
+    def select(self, index) -> "Inversion":
+        """The images at ``index`` (a slice, or an index tensor that may repeat images), codes too."""
+        def take(v):
+            return v[index] if torch.is_tensor(v) else v
+        codes = None if self.codes is None else EncoderCodes(*(take(c) for c in self.codes))
+        return Inversion(**{k: take(getattr(self, k)) for k in self.__dataclass_fields__ if k != "codes"},
+                         codes=codes)
 
     def images(self) -> dict[str, torch.Tensor]:
         """The reconstructions by space: {'w', 'wplus'[, 'f']}."""
@@ -96,27 +106,34 @@ class Inversion:
 
 
 def render(G, out: EncoderOutput, size: int, feature_layer: int = 5, feature_blend: float = 1.0,
-           return_features: bool = False, with_w: bool = True):
+           return_features: bool = False, with_w: bool = True, feature_insert: str = "next_conv",
+           noise_mode: str = "const"):
     """The renders of one encoder output at side ``size``: {'w': G(w), 'wplus': G(w+)[, 'f': G(w+, f)]}.
 
     With ``return_features`` also G's own output at ``feature_layer`` for w+ (G5(w+), the target
     of the F regularisation), captured in the G(w+) pass. ``with_w=False`` skips G(w).
+    ``noise_mode='random'`` draws fresh noise for every render (the official trainer).
     """
     n = G.n_latent
-    images = {"w": resize_square(G.synthesis(out.w[:, None].expand(-1, n, -1)), size)} if with_w else {}
-    image_wplus, f_gen = G.synthesis(out.wplus, feature_layer=feature_layer, return_features=True)
+    images = ({"w": resize_square(G.synthesis(out.w[:, None].expand(-1, n, -1), noise_mode=noise_mode), size)}
+              if with_w else {})
+    image_wplus, f_gen = G.synthesis(out.wplus, noise_mode=noise_mode, feature_layer=feature_layer,
+                                     return_features=True)
     images["wplus"] = resize_square(image_wplus, size)
     if out.f is not None:
-        image_f = G.synthesis(out.wplus, feature=out.f, feature_layer=feature_layer, feature_blend=feature_blend)
+        image_f = G.synthesis(out.wplus, noise_mode=noise_mode, feature=out.f, feature_layer=feature_layer,
+                              feature_blend=feature_blend, feature_insert=feature_insert)
         images["f"] = resize_square(image_f, size)
     return (images, f_gen) if return_features else images
 
 
 @torch.inference_mode()
-def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32) -> Inversion:
+def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32, keep_codes: bool = False) -> Inversion:
     """Invert a batch of images (uint8 [0, 255] or float [-1, 1], [B, 3, H, W], any H = W).
 
     Runs in eval mode in chunks of ``batch_size``; results are on the encoder's device.
+    ``keep_codes``: keep the encoder's :class:`EncoderCodes` (T3 included: 8 MB an image at paper
+    scale) for the official edit (:class:`clcae.editing.Editor`).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"invert: images must be [B, 3, H, W], got {list(images.shape)}")
@@ -124,13 +141,20 @@ def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32)
     was_training = encoder.training
     encoder.eval()
     device = encoder.w_avg.device
-    size, layer = encoder.cfg.image_size, encoder.cfg.feature_layer
+    size, layer, insert = encoder.cfg.image_size, encoder.cfg.feature_layer, encoder.cfg.feature_insert
     parts: list[Inversion] = []
     for chunk in images.split(batch_size):
         x = resize(to_float(chunk).to(device), size)
-        out = encoder(x)
-        rec = render(G, out, size, layer)
-        parts.append(Inversion(out.w, out.wplus, out.f, rec["w"], rec["wplus"], rec.get("f")))
+        codes = encoder.image_codes(x)
+        out = encoder.decode(codes)
+        rec = render(G, out, size, layer, feature_insert=insert)
+        parts.append(Inversion(out.w, out.wplus, out.f, rec["w"], rec["wplus"], rec.get("f"),
+                               codes if keep_codes else None))
     encoder.train(was_training)
-    return Inversion(**{k: (None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts]))
-                        for k in Inversion.__dataclass_fields__})
+    joined = {k: (None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts]))
+              for k in Inversion.__dataclass_fields__ if k != "codes"}
+    codes = None
+    if keep_codes:
+        codes = EncoderCodes(*(None if parts[0].codes[i] is None else torch.cat([p.codes[i] for p in parts])
+                               for i in range(len(EncoderCodes._fields))))
+    return Inversion(**joined, codes=codes)

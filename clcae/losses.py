@@ -106,7 +106,9 @@ class AlignLoss(nn.Module):
     ``mode="infonce"`` (default, as the official encoder training uses the contrastive
     loss) scores each pair against the other pairs of the batch with the aligner's learned
     temperature; ``mode="cosine"`` is 1 - cos(h_I, h_w) per pair, batch-size independent.
-    The aligner is frozen and stays in eval mode even when the owner calls ``.train()``.
+    The aligner is frozen and stays in eval mode even when the owner calls ``.train()``; its
+    learned scale is used as it is, uncapped, as the official ``ContrastiveID`` (a cap belongs to
+    the aligner's training: ``train_aligner.logit_cap``).
     """
 
     def __init__(self, aligner: nn.Module, mode: str = "infonce"):
@@ -115,7 +117,7 @@ class AlignLoss(nn.Module):
             raise ValueError(f"AlignLoss.mode must be 'infonce' or 'cosine', got {mode!r}")
         self.aligner = aligner.eval().requires_grad_(False)
         self.mode = mode
-        self.infonce = InfoNCELoss(lambda_=0.5, gather=True)
+        self.infonce = InfoNCELoss(lambda_=0.5, gather=True, max_logit_scale=None)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -182,6 +182,13 @@ reconstructions on the same images; it is not comparable with the reconstruction
 uses all test images), `LEC` e4e's editing consistency (edit, re-invert, edit back) as a world
 perceptual distance.
 
+Two edit settings (`clcae/editing/edit.py`). W, W+ and F are edited as the official CLCAE code
+edits: the direction moves w *inside the encoder*, before the cross-attention, so w+ and f are
+computed again from w' = w + d, and F renders G(w+(w'), f(w') + G5(w+(w')) - G5(w+)). "W+ (w+ edit)"
+and "F (w+ edit)" edit the codes instead (e4e / HFGI style): G(w+ + d), and G(w+ + d, f + G5(w+ + d)
+- G5(w+)); the claims table compares the two settings on identity and attribute change. (The
+pSp-style baseline builds w+ without w, so its edits are w+ + d in both settings.)
+
 {table(["variant", "space", "direction", "right_way", "identity_kept", "identity", "target gain",
         "other drift", fd, "LEC"], rows)}
 

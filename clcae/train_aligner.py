@@ -16,6 +16,7 @@ is removed when the run finishes. SIGINT / SIGTERM save it before the stage exit
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
     model.to(device).train()
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = InfoNCELoss(cfg.lambda_i2w, gather=True)
+    loss_fn = InfoNCELoss(cfg.lambda_i2w, gather=True,
+                          max_logit_scale=None if cfg.logit_cap is None else math.log(cfg.logit_cap))
     out, report = Path(cfg.out_dir), Path(cfg.report_dir)
     point = ResumePoint(out / RESUME_FILE, run_signature(params, world))
     state = point.load() or {}  # on the CPU: load_state_dict copies to the model's device

@@ -40,7 +40,7 @@ from clcae.nets.stylegan2 import load_generator
 from clcae.optim import make_optimizer
 from clcae.schedules import feature_blend
 from clcae.shards import ImageBatches, batch_loader
-from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at,
+from clcae.training import (BatchSchedule, EpochPlateau, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at,
                             rank_rng_states, seed_rank_stream, set_lr, set_rank_rng_state, stage_code_signature)
 from clcae.worlds import World, load_world
 
@@ -49,7 +49,8 @@ SPEED_ONLY = ("loader_workers", "compile")  # settings a resumed run may change:
 
 
 def encoder_config(cfg: EncoderTrainConfig, G, image_size: int) -> EncoderConfig:
-    return EncoderConfig.from_generator(G, image_size, feature_layer=cfg.feature_layer, num_layers=cfg.num_layers,
+    return EncoderConfig.from_generator(G, image_size, feature_layer=cfg.feature_layer,
+                                        feature_insert=cfg.feature_insert, num_layers=cfg.num_layers,
                                         width=cfg.width, heads=cfg.heads, dropout=cfg.dropout, w_attention=cfg.w_attention,
                                         f_attention=cfg.f_attention, use_f=cfg.use_f)
 
@@ -60,7 +61,10 @@ def loss_config(cfg: EncoderTrainConfig) -> InversionLossConfig:
 
 
 def build_encoder(cfg: EncoderTrainConfig, G, image_size: int) -> CLCAEEncoder:
+    """A new encoder for ``G``, initialised as ``cfg.weight_init`` says and centred on G(w_avg)."""
     encoder = CLCAEEncoder(encoder_config(cfg, G, image_size))
+    if cfg.weight_init == "official":
+        encoder.init_weights()
     encoder.set_averages(average_image(G, image_size).cpu(), G.latent_avg.detach().cpu())
     check_compatible(encoder, G)
     return encoder
@@ -92,8 +96,17 @@ def frozen_aligner(files: list[str], named: bool, G, image_size: int, device, wh
         raise InputError(f"{e} ({hint})") from None
 
 
+def random_hflip(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Each image of ``x`` [B, 3, H, W] mirrored left-right with probability ``p`` (the official
+    training transform), drawn from this rank's RNG stream (restored by a resume point)."""
+    if p <= 0:
+        return x
+    flip = torch.rand(x.shape[0], device=x.device) < p  # [B]
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
 class TrainStep:
-    """One optimisation step's forward: encoder -> three renders -> the inversion loss."""
+    """One optimisation step's forward: [flip] -> encoder -> three renders -> the inversion loss."""
 
     def __init__(self, net, G, loss_fn: InversionLoss, cfg: EncoderTrainConfig, image_size: int,
                  steps_per_epoch: int):
@@ -104,9 +117,11 @@ class TrainStep:
         return feature_blend(step, self.cfg.feature_blend, self.steps_per_epoch, self.cfg.steps, self.cfg.blend_rate)
 
     def __call__(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = random_hflip(x, self.cfg.hflip)
         out = self.net(x)
         images, f_gen = render(self.G, out, self.image_size, self.cfg.feature_layer, self.blend(step),
-                               return_features=True, with_w=self.cfg.w_loss)
+                               return_features=True, with_w=self.cfg.w_loss, feature_insert=self.cfg.feature_insert,
+                               noise_mode=self.cfg.noise)
         return self.loss_fn(x, images, out.w, out.f, f_gen)
 
 
@@ -171,34 +186,43 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     schedule = BatchSchedule(len(train_set), cfg.batch_size, seed, what="train_encoder.batch_size")
 
     torch.manual_seed(seed)
+    where = f"train_encoder.variants.{variant}"
     try:
         encoder = build_encoder(cfg, G, image_size).to(device).train()
     except ValueError as e:  # sizes the generator cannot serve, e.g. image_size 48 or feature_layer 20
-        raise ConfigError(f"train_encoder.variants.{variant}: {e}") from None
+        raise ConfigError(f"{where}: {e}") from None
+    aligner, aligner_files = None, aligner_paths(params, cfg)
+    if cfg.align > 0 or cfg.warm_start:
+        aligner = frozen_aligner(aligner_files, bool(cfg.aligner), G, image_size, device, where)
+    if cfg.warm_start:
+        try:
+            encoder.init_from_aligner(aligner)
+        except ValueError as e:
+            raise ConfigError(f"{where}.warm_start: {e}") from None
     if cfg.init:
-        start_from(encoder, cfg.init, G, f"train_encoder.variants.{variant}")
-    seed_rank_stream(seed, rank)   # one init for all ranks, then each rank its own dropout masks
+        start_from(encoder, cfg.init, G, where)
+    seed_rank_stream(seed, rank)   # one init for all ranks, then each rank its own dropout masks, flips, noise
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     encoder.to(memory_format=memory_format)  # NHWC convs on GPUs
-    align, aligner_files = None, aligner_paths(params, cfg)
-    if cfg.align > 0:
-        aligner = frozen_aligner(aligner_files, bool(cfg.aligner), G, image_size, device,
-                                 f"train_encoder.variants.{variant}")
-        align = AlignLoss(aligner, mode="infonce")
+    align = AlignLoss(aligner, mode="infonce") if cfg.align > 0 else None
     loss_fn = InversionLoss(loss_config(cfg), world.perceptual, world.identity, align)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     data = {"world": world.fingerprint(), "train_images": len(train_set),
             "generator": file_sha256(params.shared.generator),
-            "aligner": [file_sha256(f) for f in aligner_files] if align is not None else None,
+            "aligner": [file_sha256(f) for f in aligner_files] if aligner is not None else None,
             "init": file_sha256(cfg.init) if cfg.init else None}
     point = ResumePoint(out / RESUME_FILE, run_signature(params, cfg, world_size, data))
+    plateau = (EpochPlateau(opt, schedule.per_epoch, cfg.plateau_patience, cfg.plateau_factor, all_reduce_mean)
+               if cfg.lr_schedule == "plateau" else None)
     state = point.load() or {}
     step, seconds = state.get("step", 0), state.get("seconds", 0.0)
     if state:
         encoder.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         set_rank_rng_state(state["rng"], device)
+        if plateau is not None:
+            plateau.load_state_dict(state["plateau"])
     if not same_on_all_ranks(step, device):
         raise InputError(f"{point.path}: the ranks found different resume points; resume points must be on a "
                          f"filesystem every rank reads (or delete {point.path.parent} to start over)")
@@ -217,7 +241,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
         rngs = rank_rng_states(device)
         if is_main_process():
             point.save({"step": step, "seconds": time.perf_counter() - start, "model": encoder.state_dict(),
-                        "opt": opt.state_dict(), "rng": rngs, "history": log.rows})
+                        "opt": opt.state_dict(), "rng": rngs, "history": log.rows,
+                        "plateau": plateau.state_dict() if plateau is not None else None})
 
     fixed = test_set.batch(torch.arange(min(8, len(test_set))))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -229,7 +254,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     with StopOnSignal(device) as stop:
         for images_u8 in batches:
             x = to_float(images_u8.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
-            set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr_frac))
+            if plateau is None:
+                set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr_frac))
             with autocast:
                 loss, terms = step_fn(x, step)
             check_finite(terms, step, f"train_encoder@{variant}")
@@ -237,6 +263,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
             loss.backward()
             opt.step()
             step += 1
+            if plateau is not None:
+                plateau.update(step, loss)
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 logged = {f"train/{k}": all_reduce_mean(v.detach().float()).item() for k, v in terms.items()}

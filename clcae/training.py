@@ -387,6 +387,36 @@ def lr_at(step: float, base_lr: float, warmup_steps: int, total_steps: float, fi
     return base_lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+class EpochPlateau:
+    """The official CLCAE trainer's learning rate: ``ReduceLROnPlateau`` (mode min) stepped once per
+    epoch on that epoch's mean loss (the official trainer feeds it its validation losses; we have no
+    validation pass while training, so the training loss stands in). Its state goes into resume points."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, patience: int, factor: float,
+                 reduce_mean=None):
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=patience,
+                                                                    factor=factor)
+        self.steps_per_epoch, self.reduce_mean = steps_per_epoch, reduce_mean or (lambda t: t)
+        self.total, self.count = 0.0, 0
+
+    def update(self, steps_done: int, loss: torch.Tensor) -> None:
+        """Count the loss of the step that made ``steps_done`` steps; at an epoch's end, step the scheduler
+        on the epoch's mean (averaged over ranks by ``reduce_mean``)."""
+        self.total = self.total + loss.detach().float()
+        self.count += 1
+        if steps_done % self.steps_per_epoch == 0:
+            mean = self.reduce_mean(torch.as_tensor(self.total) / self.count)
+            self.scheduler.step(float(mean))
+            self.total, self.count = 0.0, 0
+
+    def state_dict(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict(), "total": float(self.total), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.total, self.count = state["total"], state["count"]
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -46,7 +46,7 @@ def build_app(models, max_strength: float = 6.0):
             return None, None, None, None, None, None, ""
         image, notes = load_photo(path, encoder.cfg.image_size)
         with torch.inference_mode():
-            inversion = invert(encoder, G, image[None])
+            inversion = invert(encoder, G, image[None], keep_codes=True)
         recs = [shown(inversion.images()[s][0]) if s in inversion.images() else None for s in ("w", "wplus", "f")]
         edited, file = on_edit(inversion, space, *strengths)
         return (*recs, inversion, edited, file, "; ".join(notes) or "used as is")

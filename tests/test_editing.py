@@ -131,7 +131,7 @@ def inverted():
     G = tiny_generator(size=32, style_dim=32)
     encoder = tiny_encoder(G, image_size=64).eval()
     x = torch.rand(6, 3, 64, 64) * 2 - 1
-    return G, encoder, x, invert(encoder, G, x, batch_size=4)
+    return G, encoder, x, invert(encoder, G, x, batch_size=4, keep_codes=True)
 
 
 def test_edit_at_strength_zero_is_the_inversion(inverted):
@@ -143,9 +143,62 @@ def test_edit_at_strength_zero_is_the_inversion(inverted):
     assert torch.equal(out.f, inv.f) and torch.equal(out.wplus, inv.wplus)
 
 
-def test_edits_in_w_wplus_and_f(inverted):
+def test_edit_needs_codes_in_encoder_mode(inverted):
+    G, encoder, x, _ = inverted
+    with pytest.raises(ValueError, match="keep_codes=True"):
+        Editor.for_encoder(encoder, G).edit(invert(encoder, G, x[:2]), Direction("d", torch.randn(G.style_dim)), 1.0)
+    with pytest.raises(ValueError, match="needs the encoder"):
+        Editor(G, mode="encoder")
+
+
+def test_official_edit_recomputes_wplus_and_f_from_the_moved_w(inverted):
+    """AFPSP.forward(edit_offset=d): w' = w + d enters the encoder before the cross-attention; every
+    W+ block gets query w' - w_avg (and block 0 also key/value), the F block key/value w' - w_avg,
+    and f' = f(w') + G5(w+(w')) - G5(w+)."""
     G, encoder, _, inv = inverted
     editor = Editor.for_encoder(encoder, G, batch_size=4)
+    assert editor.mode == "encoder"
+    d = Direction("d", torch.randn(G.style_dim))
+    strength = torch.tensor([1.0, 2.0, 0.0, -1.0, 1.0, 1.0])
+    out = editor.edit(inv, d, strength)
+    layer = encoder.cfg.feature_layer
+    with torch.inference_mode():
+        w_off = inv.codes.w_off + strength[:, None] * d.vector               # w' - w_avg  [B, D]
+        dw = torch.cat([w_off[:, None], inv.codes.offsets], 1)               # [B, N, D]
+        refine = torch.cat([blk(w_off[:, None], dw[:, i:i + 1]) for i, blk in enumerate(encoder.w_blocks)], 1)
+        wplus = (w_off + encoder.w_avg)[:, None] + refine
+        b, c, h, wd = inv.codes.t3.shape
+        tokens = encoder.f_block(inv.codes.t3.flatten(2).transpose(1, 2), w_off[:, None])
+        f_w = encoder.f_head(tokens.transpose(1, 2).reshape(b, c, h, wd))
+        _, g_new = G.synthesis(wplus, feature_layer=layer, return_features=True)
+        _, g_old = G.synthesis(inv.wplus, feature_layer=layer, return_features=True)
+        image_f = resize_square(G.synthesis(wplus, feature=f_w + g_new - g_old, feature_layer=layer), 64)
+    assert torch.allclose(out.wplus, wplus, atol=1e-5)
+    assert not torch.allclose(out.wplus[0] - inv.wplus[0], d.vector.expand(G.n_latent, -1), atol=1e-3)  # not w+ + d
+    assert torch.allclose(out.f, f_w + g_new - g_old, atol=1e-5)
+    assert torch.allclose(out.images["f"], image_f, atol=1e-5)
+    assert torch.equal(out.images["f"][2], inv.image_f[2]) and torch.equal(out.wplus[2], inv.wplus[2])  # strength 0
+    # a layer range: the other layers keep their codes
+    ranged = editor.edit(inv, Direction("r", d.vector, layers=LayerRange(2, 4)), 1.0)
+    assert torch.equal(ranged.wplus[:, [0, 1, 5, 6, 7]], inv.wplus[:, [0, 1, 5, 6, 7]])
+    assert not torch.allclose(ranged.wplus[:, 2:5], inv.wplus[:, 2:5])
+
+
+def test_without_attention_both_edit_modes_move_wplus_by_the_direction():
+    G = tiny_generator(size=32, style_dim=32)
+    encoder = tiny_encoder(G, image_size=64, w_attention=False, f_attention=False).eval()
+    inv = invert(encoder, G, torch.rand(3, 3, 64, 64) * 2 - 1, keep_codes=True)
+    d = Direction("d", torch.randn(G.style_dim))
+    official = Editor.for_encoder(encoder, G).edit(inv, d, 1.5)
+    latent = Editor.for_encoder(encoder, G, mode="latent").edit(inv, d, 1.5)
+    assert torch.allclose(official.wplus, inv.wplus + 1.5 * d.vector, atol=1e-6)
+    for space in official.images:
+        assert torch.allclose(official.images[space], latent.images[space], atol=1e-5), space
+
+
+def test_edits_in_w_wplus_and_f(inverted):
+    G, encoder, _, inv = inverted
+    editor = Editor.for_encoder(encoder, G, batch_size=4, mode="latent")
     d = Direction("d", torch.randn(G.style_dim), layers=LayerRange(0, 3))
     strength = torch.tensor([1.0, 2.0, 0.0, -1.0, 1.0, 1.0])
     out = editor.edit(inv, d, strength)
@@ -228,7 +281,8 @@ def test_editing_scores_and_consistency(inverted):
         row = per_set[(per_set.strength == strength) & (per_set.space == "f") & (per_set.direction == "bright")].iloc[0]
         assert row.identity == pytest.approx(one.identity.mean()) and row.right_way == pytest.approx(one.right_way.mean())
         assert row.frechet == pytest.approx(frechet_distance(clamp(edited).mean((2, 3)), real), rel=1e-6)
-    lec = editing_consistency(editor, lambda im: invert(encoder, G, im, batch_size=4), inv, {"bright": d["bright"]},
+    lec = editing_consistency(editor, lambda im: invert(encoder, G, im, batch_size=4, keep_codes=True), inv,
+                              {"bright": d["bright"]},
                               1.0, judges)
     assert set(lec.space) == {"w", "wplus", "f"} and lec[lec.space == "f"].latent.isna().all()
     assert (lec.perceptual >= 0).all() and (lec[lec.space != "f"].latent > 0).all()

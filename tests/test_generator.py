@@ -49,18 +49,55 @@ def test_fast_fir_matches_reference_upfirdn(up):
 
 @torch.no_grad()
 @pytest.mark.parametrize("layer", [1, 3, 5, 6])
-def test_injecting_own_feature_reproduces_image(layer):
+@pytest.mark.parametrize("insert", ["next_conv", "replace"])
+def test_injecting_own_feature_reproduces_image(layer, insert):
     G = Generator(64, 32, 2, channels={4: 32, 8: 32, 16: 24, 32: 16, 64: 8}).eval()
     wplus = G.mapping(torch.randn(3, 32))[:, None].repeat(1, G.n_latent, 1) + 0.1 * torch.randn(3, G.n_latent, 32)
     image, feat = G.synthesis(wplus, feature_layer=layer, return_features=True)
     assert tuple(feat.shape[1:]) == G.feature_shape(layer)
-    torch.testing.assert_close(G.synthesis(wplus, feature=feat, feature_layer=layer), image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(G.synthesis(wplus, feature=feat, feature_layer=layer, feature_insert=insert), image,
+                               atol=1e-5, rtol=0)
     # a different feature changes the image, and blending halfway lands in between
     other = feat + torch.randn_like(feat)
-    changed = G.synthesis(wplus, feature=other, feature_layer=layer)
+    changed = G.synthesis(wplus, feature=other, feature_layer=layer, feature_insert=insert)
     assert (changed - image).abs().mean() > 1e-3
-    half = G.synthesis(wplus, feature=other, feature_layer=layer, feature_blend=0.5)
+    half = G.synthesis(wplus, feature=other, feature_layer=layer, feature_blend=0.5, feature_insert=insert)
     assert 0 < (half - image).abs().mean() < (changed - image).abs().mean()
+
+
+def official_insert(G, wplus, layer, feature):
+    """The official CLCAE generator's loop (``models/stylegan2/model.py``: ``insert_feature(x, i)``
+    before each conv, toRGB on the conv's own output), written out over G's modules."""
+    def insert(x, i):
+        return feature if i == layer else x
+    noise = [G._noise(k, "const", wplus) for k in range(G.num_layers)]
+    out = G.conv1(G.input(wplus.shape[0]), wplus[:, 0], noise[0])
+    skip = G.to_rgb1(out, wplus[:, 1])
+    i = 1
+    for up, conv, to_rgb in zip(G.convs[::2], G.convs[1::2], G.to_rgbs):
+        out = up(insert(out, i), wplus[:, i], noise[i])
+        out = conv(insert(out, i + 1), wplus[:, i + 1], noise[i + 1])
+        skip = to_rgb(out, wplus[:, i + 2], skip)
+        i += 2
+    return skip
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("layer", [1, 2, 4, 5])
+def test_feature_enters_where_the_official_generator_puts_it(layer):
+    G = Generator(64, 32, 2, channels={4: 32, 8: 32, 16: 24, 32: 16, 64: 8}).eval()
+    wplus = G.mapping(torch.randn(2, 32))[:, None].repeat(1, G.n_latent, 1)
+    feature = torch.randn(2, *G.feature_shape(layer))
+    official = official_insert(G, wplus, layer, feature)
+    ours = G.synthesis(wplus, feature=feature, feature_layer=layer)
+    torch.testing.assert_close(ours, official, atol=1e-5, rtol=0)
+    replaced = G.synthesis(wplus, feature=feature, feature_layer=layer, feature_insert="replace")
+    if layer % 2:   # layers 1, 3, 5, ... feed a toRGB skip: only the ablation lets f into it
+        assert (replaced - official).abs().mean() > 1e-3
+    else:
+        torch.testing.assert_close(replaced, official, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no conv follows it"):
+        G.synthesis(wplus, feature=torch.randn(2, *G.feature_shape(G.num_layers)), feature_layer=G.num_layers)
 
 
 def test_layer5_is_second_conv_at_16():

@@ -50,6 +50,29 @@ def test_lr_at_reproduces_the_three_schedules_it_replaced():
         assert lr_at(progress, 2e-3, 0, 1.0, 5e-5 / 2e-3) == pytest.approx(old, rel=1e-15, abs=0)
 
 
+def test_epoch_plateau_is_the_official_reduce_on_plateau_per_epoch():
+    """ReduceLROnPlateau(patience 1, factor 0.1) stepped on each epoch's mean loss; state round trip."""
+    from clcae.training import EpochPlateau
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    plateau = EpochPlateau(opt, steps_per_epoch=2, patience=1, factor=0.1)
+    losses = [3.0, 1.0, 2.0, 2.0, 2.5, 1.5, 3.0, 3.0]   # epoch means 2.0, 2.0 (no gain), 2.0 (second: drop), 3.0
+    lrs = []
+    for step, loss in enumerate(losses, 1):
+        plateau.update(step, torch.tensor(loss))
+        lrs.append(opt.param_groups[0]["lr"])
+        if step == 3:   # mid-epoch: the half-summed epoch travels in the state
+            state = plateau.state_dict()
+            twin_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+            twin = EpochPlateau(twin_opt, 2, 1, 0.1)
+            twin.load_state_dict(state)
+    assert lrs == pytest.approx([1.0, 1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1])
+    for step, loss in list(enumerate(losses, 1))[3:]:
+        twin.update(step, torch.tensor(loss))
+    assert twin_opt.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
 def test_set_lr_and_check_finite():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
     set_lr(opt, 0.125)

@@ -23,7 +23,8 @@ from test_safe_loading import official_states
 # encoder side 32 -> T3 8x8; the tiny generator's layer 3 (second conv at 8x8) is F
 TINY_ENCODER = {"num_layers": 18, "width": 4, "heads": 2, "dropout": 0.0, "feature_layer": 3, "batch_size": 4,
                 "steps": 6, "lr": 1e-3, "warmup_steps": 1, "log_every": 2, "checkpoint_every": 2,
-                "sample_every": 3, "test_images": 4, "optimizer": "ranger"}
+                "sample_every": 3, "test_images": 4, "optimizer": "ranger", "lr_schedule": "cosine",
+                "hflip": 0.5, "noise": "random"}   # the official flips and fresh noise: resumes must stay exact
 
 
 def tiny_generator() -> Generator:
@@ -209,7 +210,8 @@ def test_encoder_overfits_eight_images():
     with torch.no_grad():
         target = G(torch.randn(8, 16)).clamp(-1, 1)  # [8, 3, 32, 32]
     cfg = build(Params, {"train_encoder": {"common": {**TINY_ENCODER, "perceptual": 0, "identity": 0, "align": 0,
-                                                      "feature_blend": "constant"}}}).train_encoder.variant("clcae")
+                                                      "feature_blend": "constant", "hflip": 0.0, "noise": "const"}}}
+                ).train_encoder.variant("clcae")
     torch.manual_seed(0)
     encoder = te.build_encoder(cfg, G, 32).train()
     step = te.TrainStep(encoder, G, InversionLoss(InversionLossConfig(perceptual=0, identity=0, align=0)),
@@ -320,7 +322,8 @@ def test_two_gloo_processes_match_one_process(tiny_world, tmp_path, monkeypatch)
     process doing both ranks' halves ends (gathered align negatives, averaged gradients)."""
     import yaml
 
-    params = tiny_params(tiny_world, tmp_path / "ddp", steps=3)
+    # one process doing both halves draws one stream of flips and noise, two ranks two: both off here
+    params = tiny_params(tiny_world, tmp_path / "ddp", steps=3, hflip=0.0, noise="const")
     blocks = {k: _asdict(getattr(params, k)) for k in ("shared", "world", "train_aligner", "train_encoder")}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(blocks))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -333,7 +336,7 @@ def test_two_gloo_processes_match_one_process(tiny_world, tmp_path, monkeypatch)
     assert ddp["world_size"] == 2 and ddp["replicas_identical"] is True
 
     monkeypatch.setattr(te, "TrainStep", HalvesStep)
-    te.run(tiny_params(tiny_world, tmp_path / "one", steps=3), "clcae")
+    te.run(tiny_params(tiny_world, tmp_path / "one", steps=3, hflip=0.0, noise="const"), "clcae")
     # parameters only: DDP keeps rank 0's BatchNorm running statistics (broadcast_buffers)
     a = dict(load_encoder(tmp_path / "ddp" / "encoder" / "clcae" / "encoder.pt").named_parameters())
     b = dict(load_encoder(tmp_path / "one" / "encoder" / "clcae" / "encoder.pt").named_parameters())

@@ -1,13 +1,28 @@
 """Edits of inverted images in W, W+ and F (CLCAE's section 3.3).
 
-Given an inversion (w, w+, f) and a direction d on a layer range, with delta = strength * d:
+Given an inversion (w, w+, f) and a direction d on a layer range, with delta = strength * d,
+two settings (``Editor.mode``):
+
+``"encoder"`` (the official CLCAE edit, ``scripts/inference_edit.py`` -> ``AFPSP.forward(edit_offset=...)``;
+the default for an encoder with W+ attention): the move enters w *inside the encoder*, before the
+cross-attention, so w+ and f are computed again from w' = w + delta (:meth:`CLCAEEncoder.decode`,
+from the codes ``invert(..., keep_codes=True)`` kept):
+
+* W:  G(w + delta)
+* W+: G(w+(w'))
+* F:  G(w+(w'), f') with f' = f(w') + G5(w+(w')) - G5(w+)
+
+``"latent"`` (the e4e / HFGI-style edit of the codes; this project's only edit before): the
+encoder is not run again:
 
 * W:  G(w + delta)                    the plain w, broadcast to every layer, then moved
 * W+: G(w+ + delta)
 * F:  G(w+', f') with w+' = w+ + delta and f' = f + G5(w+') - G5(w+): the encoder's detail
   feature f carries over, shifted by how the generator's own layer-5 output moves.
 
-At strength 0 every space gives back its inversion exactly (same code path as ``invert``).
+An encoder without W+ attention (the pSp baseline) builds w+ without w, so both settings give
+w+ + delta there. At strength 0 every space gives back its inversion exactly (same code path as
+``invert``).
 """
 from __future__ import annotations
 
@@ -28,15 +43,26 @@ class Edited:
     images: dict[str, torch.Tensor]  # {'w', 'wplus'[, 'f']}: [B, 3, S, S]
 
 
-class Editor:
-    """Applies directions to inversions with one generator; ``feature_layer`` is the layer f replaces."""
+EDIT_MODES = ("encoder", "latent")
 
-    def __init__(self, G, feature_layer: int = 5, batch_size: int = 32):
+
+class Editor:
+    """Applies directions to inversions with one generator (and, in ``"encoder"`` mode, the encoder);
+    ``feature_layer`` / ``feature_insert``: where f enters the generator."""
+
+    def __init__(self, G, feature_layer: int = 5, batch_size: int = 32, encoder=None, mode: str = "latent",
+                 feature_insert: str = "next_conv"):
+        if mode not in EDIT_MODES:
+            raise ValueError(f"Editor: mode must be one of {list(EDIT_MODES)}, got {mode!r}")
+        if mode == "encoder" and encoder is None:
+            raise ValueError("Editor: mode 'encoder' (the official edit) needs the encoder")
         self.G, self.feature_layer, self.batch_size = G, feature_layer, batch_size
+        self.encoder, self.mode, self.feature_insert = encoder, mode, feature_insert
 
     @classmethod
-    def for_encoder(cls, encoder, G, batch_size: int = 32) -> "Editor":
-        return cls(G, encoder.cfg.feature_layer, batch_size)
+    def for_encoder(cls, encoder, G, batch_size: int = 32, mode: str = "encoder") -> "Editor":
+        """``mode``: ``"encoder"`` (official, default) or ``"latent"``."""
+        return cls(G, encoder.cfg.feature_layer, batch_size, encoder, mode, encoder.cfg.feature_insert)
 
     @torch.inference_mode()
     def base_features(self, inversion) -> torch.Tensor:
@@ -75,25 +101,36 @@ class Editor:
         if delta.shape[0] not in (1, B):
             raise ValueError(f"edit: {delta.shape[0]} strengths for a batch of {B}")
         delta = delta.expand(B, -1, -1)
+        through_encoder = self.mode == "encoder"
+        if through_encoder and inversion.codes is None:
+            raise ValueError("Editor (mode 'encoder', the official edit) needs the encoder's codes: invert with "
+                             "keep_codes=True, or use mode 'latent'")
         w_edit = inversion.w[:, None].expand(-1, G.n_latent, -1) + delta
-        wplus_edit = inversion.wplus + delta
         want_f = "f" in spaces and inversion.f is not None
         parts = {s: [] for s in spaces if s != "f" or want_f}
-        f_parts = []
+        wplus_parts, f_parts = [], []
         for i in range(0, B, self.batch_size):
             sl = slice(i, i + self.batch_size)
             if "w" in parts:
                 parts["w"].append(resize_square(G.synthesis(w_edit[sl]), size))
+            if through_encoder:
+                codes = type(inversion.codes)(*(None if c is None else c[sl] for c in inversion.codes))
+                moved = self.encoder.decode(codes, delta[sl])   # w+ and f computed again from w + delta
+                wplus_edit, f_moved = moved.wplus, moved.f
+            else:
+                wplus_edit, f_moved = inversion.wplus[sl] + delta[sl], (None if inversion.f is None else inversion.f[sl])
+            wplus_parts.append(wplus_edit)
             if "wplus" in parts or want_f:
-                image, g_edit = G.synthesis(wplus_edit[sl], feature_layer=self.feature_layer, return_features=True)
+                image, g_edit = G.synthesis(wplus_edit, feature_layer=self.feature_layer, return_features=True)
                 if "wplus" in parts:
                     parts["wplus"].append(resize_square(image, size))
             if want_f:
                 base = g_base[sl] if g_base is not None else \
                     G.synthesis(inversion.wplus[sl], feature_layer=self.feature_layer, return_features=True)[1]
-                f_edit = inversion.f[sl] + (g_edit - base)   # exactly f when the edit is 0
+                f_edit = f_moved + (g_edit - base)   # exactly f when the edit is 0
                 f_parts.append(f_edit)
                 parts["f"].append(resize_square(
-                    G.synthesis(wplus_edit[sl], feature=f_edit, feature_layer=self.feature_layer), size))
-        return Edited(w_edit, wplus_edit, torch.cat(f_parts) if want_f else None,
+                    G.synthesis(wplus_edit, feature=f_edit, feature_layer=self.feature_layer,
+                                feature_insert=self.feature_insert), size))
+        return Edited(w_edit, torch.cat(wplus_parts), torch.cat(f_parts) if want_f else None,
                       {s: torch.cat(p) for s, p in parts.items()})

@@ -45,7 +45,7 @@ from torch import nn
 from clcae.io import CheckpointError, read_checkpoint, save_torch
 from clcae.nets.irse import infer_body, load_state_strict
 from clcae.nets.psp import Centred, FeaturePyramid, Map2Style, check_pyramid_sizes
-from clcae.nets.stylegan2 import Generator, generator_from_state
+from clcae.nets.stylegan2 import FEATURE_INSERTS, Generator, generator_from_state
 
 # W+ layers [0, COARSE) read T1, [COARSE, MEDIUM) T2, the rest T3 (pSp's split, kept by CLCAE)
 COARSE, MEDIUM = 3, 7
@@ -64,7 +64,8 @@ class EncoderConfig:
     n_latent: int  # generator's number of W+ layers
     f_channels: int  # shape of the generator's F layer output: [f_channels, f_size, f_size]
     f_size: int
-    feature_layer: int = 5  # generator conv layer that f replaces (1-based, conv1 = 1)
+    feature_layer: int = 5  # generator conv layer where f enters (1-based, conv1 = 1)
+    feature_insert: str = "next_conv"  # how: official "next_conv" | ablation "replace" (Generator.synthesis)
     num_layers: int = 50  # IR-SE pyramid depth: 18, 34, 50, 100, 152
     mode: str = "ir_se"
     width: int = 64  # base channels; pyramid maps have 8 * width
@@ -77,6 +78,9 @@ class EncoderConfig:
 
     def __post_init__(self):
         check_pyramid_sizes("EncoderConfig", self.image_size, self.num_layers, self.mode)
+        if self.feature_insert not in FEATURE_INSERTS:
+            raise ValueError(f"EncoderConfig.feature_insert must be one of {list(FEATURE_INSERTS)}, "
+                             f"got {self.feature_insert!r}")
         if self.n_latent < 1 or self.style_dim < 1:
             raise ValueError(f"EncoderConfig: n_latent and style_dim must be >= 1, got {self.n_latent}, "
                              f"{self.style_dim}")
@@ -116,6 +120,14 @@ class EncoderOutput(NamedTuple):
     f: torch.Tensor | None  # [B, C, H, W] for the generator's F layer; None without the F branch
 
 
+class EncoderCodes(NamedTuple):
+    """What the encoder reads off an image before w enters: enough to recompute w+ and f from
+    another w (the official edit, :meth:`CLCAEEncoder.decode`) without running the pyramid again."""
+    w_off: torch.Tensor  # [B, D]: map2style(T1), w minus w_avg
+    offsets: torch.Tensor  # [B, N - 1, D]: map2style offsets dw_1..dw_{N-1}
+    t3: torch.Tensor | None  # [B, C, S/4, S/4]: the F block's queries (None without the F branch)
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention of queries [B, Lq, D] over keys/values [B, Lk, Dkv].
 
@@ -133,8 +145,13 @@ class CrossAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):  # nn.MultiheadAttention's init
             nn.init.zeros_(lin.bias)
-        for lin in (self.q_proj, self.k_proj, self.v_proj):
-            nn.init.xavier_uniform_(lin.weight)
+        if kv_dim == d_model:  # one packed in_proj_weight [3D, D], xavier-uniform as a whole
+            packed = nn.init.xavier_uniform_(torch.empty(3 * d_model, d_model))
+            for lin, part in zip((self.q_proj, self.k_proj, self.v_proj), packed.chunk(3)):
+                lin.weight.data.copy_(part)
+        else:  # separate q/k/v_proj_weight, each xavier-uniform
+            for lin in (self.q_proj, self.k_proj, self.v_proj):
+                nn.init.xavier_uniform_(lin.weight)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         b, lq, d = x.shape
@@ -217,45 +234,75 @@ class CLCAEEncoder(Centred):
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         """The official forward: ``x`` [B, 3, S, S] already minus the average image."""
+        return self.decode(self.codes(x))
+
+    def codes(self, x: torch.Tensor) -> EncoderCodes:
+        """The pyramid's part of :meth:`encode` (``x`` already minus the average image)."""
         levels = self.pyramid(x)  # T1 [B, C, S/16, S/16], T2 [.., S/8], T3 [.., S/4]
         w_off = self.w_head(levels.t1)  # [B, D]
-        w = w_off + self.w_avg
-        offsets = [w_off] + [head(levels[lvl]) for head, lvl in zip(self.offset_heads, self.levels[1:])]
-        dw = torch.stack(offsets, 1)  # [B, N, D]
+        offsets = [head(levels[lvl]) for head, lvl in zip(self.offset_heads, self.levels[1:])]
+        dw = torch.stack(offsets, 1) if offsets else w_off.new_zeros(w_off.shape[0], 0, w_off.shape[1])
+        return EncoderCodes(w_off, dw, levels.t3 if self.f_head is not None else None)
+
+    def decode(self, codes: EncoderCodes, edit: torch.Tensor | None = None) -> EncoderOutput:
+        """w, w+ and f from the codes; ``edit`` [B|1, N, D] moves w *before* the cross-attention,
+        as the official edit (``AFPSP.forward(edit_offset=...)``): w' = w + edit[:, 0] is the
+        first offset, the key/value of the F block and, per layer i, the query is w_off + edit[:, i]
+        (every row is the same for an InterFaceGAN edit, the official case; rows that are zero
+        leave their layer as it was). Without attention (pSp), w+ + edit."""
+        w_off = codes.w_off
+        shift = None if edit is None else edit.to(w_off).expand(w_off.shape[0], -1, -1)  # [B, N, D]
+        w_off0 = w_off if shift is None else w_off + shift[:, 0]  # the official edit_offset[:, 0, :]
+        w = w_off0 + self.w_avg
+        dw = torch.cat([w_off0[:, None], codes.offsets], 1)  # [B, N, D]
         if self.w_blocks is None:
             wplus = self.w_avg + dw  # pSp: w+_0 = w
-        else:
+            if shift is not None:
+                wplus = torch.cat([wplus[:, :1], wplus[:, 1:] + shift[:, 1:]], 1)
+        elif shift is None:
             q = w_off[:, None]  # [B, 1, D]
             refine = torch.cat([block(q, dw[:, i:i + 1]) for i, block in enumerate(self.w_blocks)], 1)  # [B, N, D]
             wplus = w[:, None] + refine
+        else:
+            q = w_off[:, None] + shift  # [B, N, D]: layer i's query
+            refine = torch.cat([block(q[:, i:i + 1], dw[:, i:i + 1]) for i, block in enumerate(self.w_blocks)], 1)
+            wplus = q + self.w_avg + refine
         f = None
         if self.f_head is not None:
-            t3 = levels.t3
+            t3 = codes.t3
             if self.f_block is not None:
                 b, c, h, wd = t3.shape
-                tokens = self.f_block(t3.flatten(2).transpose(1, 2), w_off[:, None])  # [B, HW, C]
+                tokens = self.f_block(t3.flatten(2).transpose(1, 2), w_off0[:, None])  # [B, HW, C]
                 t3 = tokens.transpose(1, 2).reshape(b, c, h, wd)  # [B, C, H, W]
             f = self.f_head(t3)  # [B, f_channels, f_size, f_size]
         return EncoderOutput(w, wplus, f)
 
     def forward(self, x: torch.Tensor) -> EncoderOutput:
         """``x`` [B, 3, S, S] in [-1, 1] at the encoder's image size."""
+        return self.decode(self.image_codes(x))
+
+    def image_codes(self, x: torch.Tensor) -> EncoderCodes:
+        """:meth:`codes` of images ``x`` [B, 3, S, S] in [-1, 1] (centred here, as :meth:`forward`)."""
         s = self.cfg.image_size
         if x.ndim != 4 or tuple(x.shape[1:]) != (3, s, s):
             raise ValueError(f"CLCAEEncoder expects images [B, 3, {s}, {s}], got {list(x.shape)} "
                              f"(resize to the encoder's image_size first)")
-        return self.encode(x - self.image_avg)
+        return self.codes(x - self.image_avg)
 
     @torch.no_grad()
     def init_weights(self, gain: float = 0.02) -> None:
-        """The official initialisation (``BaseNetwork.init_weights``, before warm-starting the pyramid
-        and w head from the aligner): convs N(0, gain) with zero bias, linears truncated N(0, 0.02),
-        norms N(1, gain) with zero shift. Not applied by the constructor."""
+        """The official initialisation (``BaseNetwork.init_weights`` in ``models/base_network.py``,
+        called by ``inversion_coach.py`` before training): convs N(0, gain) with zero bias, linears
+        (and map2style's EqualLinear) truncated N(0, 0.02) with their bias as it was, BatchNorm2d and
+        LayerNorm N(1, gain) with zero shift; PReLU slopes and the attention's packed q/k/v
+        projections (``in_proj_weight``, which that function does not reach) keep their init."""
+        qkv = {id(m) for blk in self.modules() if isinstance(blk, CrossAttention)
+               for m in (blk.q_proj, blk.k_proj, blk.v_proj)}
         for m in self.modules():
             if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
                 nn.init.normal_(m.weight, 1.0, gain)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear) or type(m).__name__ == "EqualLinear":
+            elif (isinstance(m, nn.Linear) and id(m) not in qkv) or type(m).__name__ == "EqualLinear":
                 nn.init.trunc_normal_(m.weight, std=0.02)
             elif isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, gain)
@@ -512,7 +559,7 @@ def load_official_encoder(path, device: str | torch.device = "cpu", image_avg: t
     converted = convert_official_encoder(state, source)
     converted = {k: v.float() if v.is_floating_point() else v for k, v in converted.items()}
     absent = sorted({official_key(k) for k in encoder.state_dict()} - {official_key(k) for k in converted}
-                    - {"image_avg"})
+                    - {"image_avg", "latent_avg"})   # both set below (the trainer's own save has no latent_avg)
     if absent:
         raise CheckpointError(f"{source}: official CLCAE checkpoint misses {len(absent)} keys {absent[:6]}"
                               f"{' ...' if len(absent) > 6 else ''} (a damaged file or another model)")

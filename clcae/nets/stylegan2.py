@@ -22,6 +22,7 @@ from torch import nn
 from clcae.io import CheckpointError, read_checkpoint, save_torch  # noqa: F401 (re-exported)
 
 NOISE_MODES = ("const", "random", "none")
+FEATURE_INSERTS = ("next_conv", "replace")  # where f enters the generator: Generator.synthesis
 DEFAULT_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}
 
 
@@ -320,15 +321,23 @@ class Generator(nn.Module):
         return None
 
     def synthesis(self, wplus: torch.Tensor, noise_mode: str = "const", feature: torch.Tensor | None = None,
-                  feature_layer: int = 5, return_features: bool = False, feature_blend: float = 1.0):
+                  feature_layer: int = 5, return_features: bool = False, feature_blend: float = 1.0,
+                  feature_insert: str = "next_conv"):
         """W+ codes [B, n_latent, style_dim] -> image [B, 3, size, size] (about [-1, 1]).
 
-        ``feature`` [B, C, H, W] replaces conv layer ``feature_layer``'s output (blended as
-        ``(1 - s) x + s f`` with ``s = feature_blend``); ``return_features`` also returns
-        that layer's own output (before replacement): ``(image, G_k(w+))``.
+        ``feature`` [B, C, H, W] enters at conv layer ``feature_layer``, blended as
+        ``(1 - s) x + s f`` with ``s = feature_blend``. Where it enters (``feature_insert``):
+          * ``"next_conv"`` (the official CLCAE generator, ``insert_feature`` in its
+            ``models/stylegan2/model.py``): the layer's toRGB skip is computed from the generator's
+            own output; f replaces that output only as the input of the next conv;
+          * ``"replace"`` (an ablation; this project before the fix): f replaces the layer's output
+            everywhere, its toRGB skip included.
+        ``return_features`` also returns the layer's own output (before f): ``(image, G_k(w+))``.
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if feature_insert not in FEATURE_INSERTS:
+            raise ValueError(f"feature_insert must be one of {FEATURE_INSERTS}, got {feature_insert!r}")
         if wplus.ndim != 3 or wplus.shape[1:] != (self.n_latent, self.style_dim):
             raise ValueError(f"wplus must be [B, {self.n_latent}, {self.style_dim}], got {list(wplus.shape)}")
         if feature is not None or return_features:
@@ -336,24 +345,29 @@ class Generator(nn.Module):
             if feature is not None and tuple(feature.shape[1:]) != expected:
                 raise ValueError(f"feature for layer {feature_layer} must be [B, {', '.join(map(str, expected))}], "
                                  f"got {list(feature.shape)}")
+            if feature is not None and feature_insert == "next_conv" and feature_layer == self.num_layers:
+                raise ValueError(f"feature_layer {feature_layer} is the last conv layer: with feature_insert "
+                                 f"'next_conv' no conv follows it, so f would never be used")
         captured = None
 
-        def at_layer(layer: int, x: torch.Tensor) -> torch.Tensor:
+        def at_layer(layer: int, own: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(what the layer's toRGB sees, what the next conv sees) for conv layer ``layer``'s output."""
             nonlocal captured
-            if layer == feature_layer:
-                captured = x
-                if feature is not None:
-                    x = feature if feature_blend == 1.0 else (1 - feature_blend) * x + feature_blend * feature
-            return x
+            if layer != feature_layer:
+                return own, own
+            captured = own
+            if feature is None:
+                return own, own
+            x = feature if feature_blend == 1.0 else (1 - feature_blend) * own + feature_blend * feature
+            return (own, x) if feature_insert == "next_conv" else (x, x)
 
-        x = self.input(wplus.shape[0])
-        x = at_layer(1, self.conv1(x, wplus[:, 0], self._noise(0, noise_mode, wplus)))
-        skip = self.to_rgb1(x, wplus[:, 1])
+        rgb_in, x = at_layer(1, self.conv1(self.input(wplus.shape[0]), wplus[:, 0], self._noise(0, noise_mode, wplus)))
+        skip = self.to_rgb1(rgb_in, wplus[:, 1])
         for j, to_rgb in enumerate(self.to_rgbs):
             up, conv = self.convs[2 * j], self.convs[2 * j + 1]
-            x = at_layer(2 * j + 2, up(x, wplus[:, 2 * j + 1], self._noise(2 * j + 1, noise_mode, wplus)))
-            x = at_layer(2 * j + 3, conv(x, wplus[:, 2 * j + 2], self._noise(2 * j + 2, noise_mode, wplus)))
-            skip = to_rgb(x, wplus[:, 2 * j + 3], skip)
+            _, x = at_layer(2 * j + 2, up(x, wplus[:, 2 * j + 1], self._noise(2 * j + 1, noise_mode, wplus)))
+            rgb_in, x = at_layer(2 * j + 3, conv(x, wplus[:, 2 * j + 2], self._noise(2 * j + 2, noise_mode, wplus)))
+            skip = to_rgb(rgb_in, wplus[:, 2 * j + 3], skip)
         if return_features:
             return skip, captured
         return skip

@@ -82,13 +82,13 @@ def cases(G, encoder, batch: int, device, warmup: int, repeats: int) -> list[dic
         x = torch.nn.functional.interpolate(G(z), size=size, mode="bilinear", antialias=True).clamp(-1, 1)
     direction = Direction("bench", torch.nn.functional.normalize(torch.randn(G.style_dim), dim=0))
     editor = Editor.for_encoder(encoder, G, batch_size=batch)
-    inv = invert(encoder, G, x, batch_size=batch)
+    inv = invert(encoder, G, x, batch_size=batch, keep_codes=True)
     rows = []
     for label, fn in (("edit W", lambda: editor.edit(inv, direction, 2.0, spaces=("w",))),
                       ("edit W+", lambda: editor.edit(inv, direction, 2.0, spaces=("wplus",))),
                       ("edit F", lambda: editor.edit(inv, direction, 2.0, spaces=("f",))),
                       ("edit W, W+, F", lambda: editor.edit(inv, direction, 2.0)),
-                      ("invert + edit F", lambda: editor.edit(invert(encoder, G, x, batch_size=batch), direction,
+                      ("invert + edit F", lambda: editor.edit(invert(encoder, G, x, batch_size=batch, keep_codes=True), direction,
                                                               2.0, spaces=("f",)))):
         s = median_seconds(fn, device, warmup, repeats)
         rows.append({"case": label, "batch": batch, "ms_per_image": 1000 * s / batch, "img_per_s": batch / s})

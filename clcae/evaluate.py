@@ -123,7 +123,9 @@ def final_render_seconds(encoder, G, x: torch.Tensor) -> float:
 
     def run(batch):
         out = encoder(batch)
-        return G.synthesis(out.wplus, feature=out.f, feature_layer=layer) if out.f is not None else G.synthesis(out.wplus)
+        if out.f is None:
+            return G.synthesis(out.wplus)
+        return G.synthesis(out.wplus, feature=out.f, feature_layer=layer, feature_insert=encoder.cfg.feature_insert)
     with torch.inference_mode():
         return seconds_per_image(run, x)
 

@@ -114,7 +114,12 @@ def test_edit_at_strength_zero_is_the_inversion_and_sweeps(tmp_path, models, cap
     same = np.asarray(Image.open(out / "me_smile_+0_f.png"))
     assert np.array_equal(same, np.asarray(Image.open(out / "me_f_inversion.png")))
     assert main(models + ["edit", str(tmp_path / "me.png"), "--direction", "smile", "--out", str(out)]) == 0
-    assert not np.array_equal(np.asarray(Image.open(out / "me_smile_+2_f.png")), same)   # the direction's own strength
+    official = np.asarray(Image.open(out / "me_smile_+2_f.png"))
+    assert not np.array_equal(official, same)   # the direction's own strength
+    latent = tmp_path / "latent"   # the edit of the codes (w+ + d): another image than the official edit's
+    assert main(models + ["edit", str(tmp_path / "me.png"), "--direction", "smile", "--edit-mode", "latent",
+                          "--out", str(latent)]) == 0
+    assert not np.array_equal(np.asarray(Image.open(latent / "me_smile_+2_f.png")), official)
     assert main(models + ["edit", str(tmp_path / "me.png"), "--direction", "smile", "--sweep", "-3", "3", "5",
                           "--space", "wplus", "--out", str(out)]) == 0
     assert Image.open(out / "me_smile_sweep_wplus.png").size == (5 * 64 + 6 * 2, 64 + 4)

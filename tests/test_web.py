@@ -92,7 +92,7 @@ def test_upload_slide_and_read_the_edit(page_models, tmp_path):
     models = page_models
     image, _ = load_photo(photo, models.encoder.cfg.image_size)
     with torch.inference_mode():
-        inv = invert(models.encoder, models.G, image[None])
+        inv = invert(models.encoder, models.G, image[None], keep_codes=True)
         editor = Editor.for_encoder(models.encoder, models.G)
         expected = editor.edit(inv, models.directions()["smile"], 4.0, spaces=("f",)).images["f"][0]
     assert np.array_equal(np.asarray(first), to_uint8(inv.image_f[0]).permute(1, 2, 0).numpy())

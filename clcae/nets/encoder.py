@@ -343,6 +343,9 @@ def check_compatible(encoder: nn.Module, G: Generator) -> None:
         elif G.feature_shape(cfg.feature_layer) != want:
             problems.append(f"F layer {cfg.feature_layer} shape [C, H, W]: encoder {list(want)}, "
                             f"generator {list(G.feature_shape(cfg.feature_layer))}")
+        elif cfg.feature_insert == "next_conv" and cfg.feature_layer == G.num_layers:
+            problems.append(f"feature_layer {cfg.feature_layer} is the generator's last conv layer: with "
+                            f"feature_insert 'next_conv' no conv follows it, so f would never be used")
     if problems:
         raise ValueError("encoder and generator do not fit: " + "; ".join(problems))
 

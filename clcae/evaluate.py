@@ -206,7 +206,7 @@ def plot_curves(per_set: pd.DataFrame, fd_name: str, path: Path) -> None:
         for j, name in enumerate(names):
             d = frame[frame.direction == name].sort_values("strength")
             for i, (col, _) in enumerate(rows):
-                axes[i, j].plot(d.strength, d[col], styles.get(space, "-"), marker=".",
+                axes[i, j].plot(d.strength, d[col], linestyle=styles.get(space, "-"), marker=".",
                                 label=f"{variant} {space}", color=f"C{variants.index(variant)}")
     for j, name in enumerate(names):
         axes[0, j].set_title(name)

@@ -115,7 +115,8 @@ def test_dvc_repro_and_exp_run_end_to_end(tmp_path):
     fitted = json.loads((repo / "reports/directions/metrics.json").read_text())
     assert 0.0 <= fitted["interfacegan"]["beard"]["val_accuracy"] <= 1.0 and len(fitted["ganspace"]["explained_variance"]) == 4
     editing = json.loads((repo / "reports/metrics.json").read_text())["editing"]
-    assert editing["images"] == 6 and set(editing["clcae"]) == {"w", "wplus", "f"} and set(editing["psp"]) == {"wplus"}
+    assert editing["images"] == 6 and set(editing["clcae"]) == {"w", "wplus", "f", "wplus_latent", "f_latent"} \
+        and set(editing["psp"]) == {"wplus"}   # the official edit, and for CLCAE the edit of the codes too
     assert set(editing["clcae"]["f"]) == {"smile", "eye_open", "yaw", "beard", "pc1_coarse", "smile_without_age"}
     assert directions["pc1_coarse"]["attribute"] in fitted["interfacegan"] and directions["smile_without_age"]["attribute"] == "smile"
     assert 0.0 <= editing["clcae"]["f"]["smile"]["right_way"] <= 1.0 and editing["same_person_threshold"] is not None

@@ -209,7 +209,8 @@ def test_one_training_step_matches_the_official_one(models, expected):
 # identity is left out: through the seeded stand-in ArcFace its gradient is chaotic (measured on these
 # renders: a 2.5e-7 relative change of G(w+) moves the image gradient's norm by 16%, 1e-6 by 36%), so no
 # two implementations can agree on it; its forward value is checked above and the net itself is checked
-# bitwise against pSp's Backbone elsewhere (tests/test_irse.py)
+# against the reference features of ../shared/fixtures (tests/test_irse.py; bitwise equal to pSp's Backbone,
+# gradients included, checked by hand: docs/faithfulness.md)
 @pytest.mark.parametrize("term, rtol", [("l2", 1e-4), ("perceptual", 1e-4), ("freg", 1e-4), ("align", 2e-2)])
 def test_each_terms_gradient_and_ranger_step_match_the_official_ones(models, expected, term, rtol):
     """One loss term at its official weight: the encoder gradient (each parameter's norm under its

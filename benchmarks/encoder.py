@@ -346,7 +346,7 @@ def print_table(rows: list[dict]) -> None:
             print(f"{r['case']:18s} FAILED ({r['error']})")
             continue
         ms = r["ms"]
-        cell = lambda k: f"{ms[k]:.1f}" if k in ms else "-"  # noqa: E731
+        cell = lambda k, ms=ms: f"{ms[k]:.1f}" if k in ms else "-"
         cuda = f"{r['peak_cuda_mib']} MiB" if "peak_cuda_mib" in r else "-"
         print(f"{r['case']:18s} {r['device']:6s} {r['batch']:5d} {r['image_size']:4d} {r['generator_size']:5d} "
               f"{cell('forward'):>9s} {cell('backward'):>9s} {cell('optimizer'):>7s} {ms['total']:9.1f} "

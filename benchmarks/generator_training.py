@@ -20,8 +20,13 @@ import time
 
 import torch
 
-from clcae.worlds.procfaces.train_generator import (GeneratorLoss, GeneratorTrainConfig, TrainState, regression_loss,
-                                          regression_step)
+from clcae.worlds.procfaces.train_generator import (
+    GeneratorLoss,
+    GeneratorTrainConfig,
+    TrainState,
+    regression_loss,
+    regression_step,
+)
 from clcae.worlds.procfaces.world_cnn import WorldCNN, perceptual_distance
 
 

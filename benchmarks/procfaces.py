@@ -15,7 +15,6 @@ import time
 import torch
 
 from clcae.images import to_uint8
-
 from clcae.worlds.procfaces import procfaces as pf
 
 

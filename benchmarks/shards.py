@@ -70,7 +70,7 @@ def read_batches(folder: str, steps: int, batch: int, mode: str) -> dict:
     if mode == "mapped":
         pairs, _ = open_pairs(folder)
         schedule = BatchSchedule(len(pairs), batch, seed=0)
-        for images_u8, w in batch_loader(pairs, schedule, 0, steps):
+        for images_u8, _w in batch_loader(pairs, schedule, 0, steps):
             x = to_float(images_u8)
             peak_anon = max(peak_anon, rss_anon_gib())
         n = len(pairs)

@@ -16,7 +16,6 @@ import pandas as pd
 
 from clcae.stats import hierarchical_bootstrap, paired_bootstrap, verdict
 
-
 SPACE = {"w": "W", "wplus": "W+", "f": "F",   # how the report names the inversion spaces, and the second edit
          "wplus_latent": "W+ (w+ edit)", "f_latent": "F (w+ edit)"}   # setting (clcae.evaluate.evaluate_editing)
 

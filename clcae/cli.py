@@ -24,6 +24,7 @@ from clcae.claims import SPACE
 from clcae.config import ClcaeError, InputError, load_params
 from clcae.io import atomic_path, save_image_grid, save_torch
 
+
 def save_png(image_u8: torch.Tensor, path: Path) -> None:
     """uint8 ``[3, H, W]`` -> PNG (atomic)."""
     from clcae.photos import to_pil

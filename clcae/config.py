@@ -16,7 +16,6 @@ from typing import Any, Literal
 import yaml
 
 
-
 class ClcaeError(Exception):
     """An error of the user's inputs that the project detects (params, files, devices, signals).
 
@@ -42,9 +41,6 @@ def param(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: fl
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
-
-
-_TYPE_NAMES = {int: "an int", float: "a float", str: "a string", bool: "a bool"}
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:

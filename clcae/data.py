@@ -70,7 +70,7 @@ class ImageSet(Dataset, ABC):
 
     size: int
     names: list[str]
-    labels: "object | None"  # pandas.DataFrame, one row per image, in order
+    labels: object | None  # pandas.DataFrame, one row per image, in order
 
     def __len__(self) -> int:
         return len(self.names)
@@ -83,7 +83,7 @@ class ImageSet(Dataset, ABC):
         """uint8 ``[B, 3, S, S]`` for a LongTensor of indices."""
         return torch.stack([self[int(i)] for i in indices])
 
-    def subset(self, indices) -> "ImageSet":
+    def subset(self, indices) -> ImageSet:
         """The images at ``indices`` (e.g. ``range(n)``), as an ImageSet with their names and labels."""
         return SubsetImages(self, indices)
 

@@ -170,3 +170,12 @@ def all_gather_with_grad(x: torch.Tensor, sizes: list[int] | None = None) -> tor
     if sizes[get_rank()] != x.shape[0]:
         raise ValueError(f"all_gather_with_grad: sizes[{get_rank()}] = {sizes[get_rank()]} but x has {x.shape[0]} rows")
     return _AllGatherWithGrad.apply(x, tuple(sizes))
+
+
+def all_reduce_sum(n: int, device: torch.device) -> int:
+    """The sum of an int over the ranks (``device``: NCCL reduces GPU tensors only)."""
+    if not is_distributed():
+        return n
+    t = torch.tensor([n], dtype=torch.long, device=device)
+    dist.all_reduce(t)
+    return int(t.item())

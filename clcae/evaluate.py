@@ -32,14 +32,11 @@ from clcae.editing import Editor, read_directions
 from clcae.editing.scores import EditJudges, edit_sweep, editing_consistency
 from clcae.images import to_float, to_uint8
 from clcae.inversion import invert, load_any_encoder, load_encoder
-from clcae.io import save_image_grid, save_json
+from clcae.io import save_csv, save_figure, save_image_grid, save_json
 from clcae.metrics import MetricUnavailable, compute, get_metric
 from clcae.metrics.frechet import FrechetReference
 from clcae.metrics.runtime import seconds_per_image
 from clcae.metrics.verification import same_person_threshold
-
-SPACES = ("w", "wplus", "f")
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -215,7 +212,7 @@ def plot_curves(per_set: pd.DataFrame, fd_name: str, path: Path) -> None:
         axes[i, 0].set_ylabel(label)
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -230,19 +227,21 @@ def edit_grid(editor: Editor, inversion, directions: dict, strengths: list[float
 LATENT_EDIT = "_latent"   # space suffix of the second edit setting (w+ + delta, f shifted): "wplus_latent", "f_latent"
 
 
-def evaluate_editing(G, world, variant: str, encoder, inputs: torch.Tensor, inversion, spaces: tuple[str, ...],
+def evaluate_editing(G, world, variant: str, encoder, inputs: torch.Tensor, spaces: tuple[str, ...],
                      directions: dict, real_features, threshold, cfg) -> tuple:
     """One variant's editing scores -> (per-image frame, per-set frame, consistency frame).
 
     The spaces are edited as the official CLCAE code edits (through the encoder, :class:`Editor`
     mode ``"encoder"``); for an encoder with W+ attention the W+ and F edits of the codes (mode
-    ``"latent"``) are scored too, as the spaces ``wplus_latent`` and ``f_latent``."""
+    ``"latent"``) are scored too, as the spaces ``wplus_latent`` and ``f_latent``. The first
+    ``cfg.edit_images`` inputs are inverted here with the encoder's codes, which the official edit
+    needs and which are kept for these images only (T3 is 8 MB an image at paper scale)."""
     n = min(cfg.edit_images, len(inputs))
     inputs = inputs[:n]
 
     def invert_codes(x):
         return invert(encoder, G, x, batch_size=cfg.batch_size, keep_codes=True)
-    inversion = invert_codes(inputs)   # the edit subset again, with the encoder's codes for the official edit
+    inversion = invert_codes(inputs)
     judges = EditJudges(world.describe, list(world.attribute_names), world.perceptual, threshold,
                         batch_size=cfg.batch_size)
     strengths = sorted({0.0, *cfg.edit_strengths, cfg.edit_strength, -cfg.edit_strength})
@@ -340,10 +339,10 @@ def run(params) -> dict:
             frame.insert(4, "person_id", person[frame.image.to_numpy()])
         recon.append(frame)
         if directions:
-            edit_frames.append(evaluate_editing(G, world, variant, encoder, inputs, inversion, spaces, directions,
+            edit_frames.append(evaluate_editing(G, world, variant, encoder, inputs, spaces, directions,
                                                 real_features, threshold, cfg))
     recon = pd.concat(recon, ignore_index=True)
-    recon.to_csv(report / "reconstruction.csv", index=False, float_format="%.8g")   # paired differences need the digits
+    save_csv(recon, report / "reconstruction.csv", index=False, float_format="%.8g")   # paired differences need the digits
     reconstruction_grid(inputs, renders, report / "figures" / "reconstructions.png")
 
     figures = [c for c in recon.columns if c not in ("variant", "space", "image", "name", "person_id")]
@@ -360,9 +359,9 @@ def run(params) -> dict:
         per_image, per_set, consistency = (pd.concat(parts, ignore_index=True) for parts in zip(*edit_frames))
         if person is not None:
             per_image.insert(5, "person_id", person[per_image.image.to_numpy()])
-        per_image.to_csv(report / "editing_per_image.csv", index=False, float_format="%.8g")
-        per_set.to_csv(report / "editing.csv", index=False, float_format="%.6g")
-        consistency.to_csv(report / "editing_consistency.csv", index=False, float_format="%.6g")
+        save_csv(per_image, report / "editing_per_image.csv", index=False, float_format="%.8g")
+        save_csv(per_set, report / "editing.csv", index=False, float_format="%.6g")
+        save_csv(consistency, report / "editing_consistency.csv", index=False, float_format="%.6g")
         plot_curves(per_set, fd_name, report / "figures" / "editing_curves.png")
         metrics["editing"] = {
             "strength": cfg.edit_strength, "same_person_threshold": None if threshold is None else round(threshold, 5),
@@ -371,7 +370,7 @@ def run(params) -> dict:
                             fd_name) for v in variants}}
     else:   # the outputs dvc.yaml declares, empty, and the reason
         for name in ("editing_per_image.csv", "editing.csv", "editing_consistency.csv"):
-            pd.DataFrame(columns=["variant", "direction", "space", "strength", "image"]).to_csv(report / name, index=False)
+            save_csv(pd.DataFrame(columns=["variant", "direction", "space", "strength", "image"]), report / name, index=False)
         metrics["editing"] = {"skipped": no_editing}
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     save_json(metrics, cfg.metrics_file)

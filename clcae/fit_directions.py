@@ -20,8 +20,8 @@ from clcae.config import ConfigError
 from clcae.editing.directions import INDEX, Direction, LayerRange, load_direction, load_pca, save_direction, save_pca
 from clcae.editing.ganspace import fit_pca
 from clcae.editing.interfacegan import fit_boundary, project_out
-from clcae.io import save_image_grid, save_json
 from clcae.images import to_uint8
+from clcae.io import save_csv, save_figure, save_image_grid, save_json, save_text
 from clcae.seeding import seeded_generator
 
 
@@ -75,7 +75,7 @@ def plot_report(explained: torch.Tensor, normals: dict[str, Direction], report_d
            else "explained variance of w", ylim=(0, 1), title="published PCA of w" if published else "PCA of sampled w")
     ax.legend(loc="center right")
     fig.tight_layout()
-    fig.savefig(report_dir / "explained_variance.png", dpi=120)
+    save_figure(fig, report_dir / "explained_variance.png", dpi=120)
     plt.close(fig)
 
     names = list(normals)
@@ -91,7 +91,7 @@ def plot_report(explained: torch.Tensor, normals: dict[str, Direction], report_d
     ax.set_title("cosine between InterFaceGAN normals" if names else "no InterFaceGAN normals")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(report_dir / "direction_cosines.png", dpi=120)
+    save_figure(fig, report_dir / "direction_cosines.png", dpi=120)
     plt.close(fig)
 
 
@@ -198,10 +198,10 @@ def run(params) -> dict:
     if names:
         effects = component_effects(G, world.attributes, list(world.attribute_names), w[:cfg.effect_samples],
                                     basis, batch_size=cfg.batch_size)
-        effects.round(4).to_csv(report / "ganspace_effects.csv", index_label="component")
+        save_csv(effects.round(4), report / "ganspace_effects.csv", index_label="component")
     else:   # the declared output, with the reason
-        (report / "ganspace_effects.csv").write_text(f"# no attribute classifier in the {world.name} world: "
-                                                     f"component effects not measured\ncomponent\n")
+        save_text(f"# no attribute classifier in the {world.name} world: component effects not measured\n"
+                  "component\n", report / "ganspace_effects.csv")
     for name, (component, first, last, strength) in cfg.ganspace_edits.items():
         LayerRange(int(first), int(last)).check(G.n_latent, f"fit_directions.ganspace_edits.{name}")
         index[name] = {"kind": "ganspace", "file": "ganspace_pca.pt", "component": int(component),

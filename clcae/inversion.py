@@ -18,8 +18,15 @@ from clcae.data import resize, resize_square
 from clcae.images import to_float
 from clcae.io import CheckpointError, read_checkpoint
 from clcae.nets.aligner import Aligner
-from clcae.nets.encoder import (CLCAEEncoder, EncoderCodes, EncoderOutput, check_compatible, encoder_from_checkpoint,
-                                load_encoder, load_official_encoder)  # noqa: F401 (load_encoder: re-export)
+from clcae.nets.encoder import (
+    CLCAEEncoder,
+    EncoderCodes,
+    EncoderOutput,
+    check_compatible,
+    encoder_from_checkpoint,
+    load_encoder,  # noqa: F401 (load_encoder: re-export)
+    load_official_encoder,
+)
 
 
 def average_image(G, size: int) -> torch.Tensor:
@@ -89,13 +96,22 @@ class Inversion:
     image_f: torch.Tensor | None      # [B, 3, S, S]  G(w+, f)
     codes: EncoderCodes | None = None  # the encoder's codes, for the official edit (invert(keep_codes=True))
 
-    def select(self, index) -> "Inversion":
+    def select(self, index) -> Inversion:
         """The images at ``index`` (a slice, or an index tensor that may repeat images), codes too."""
         def take(v):
             return v[index] if torch.is_tensor(v) else v
         codes = None if self.codes is None else EncoderCodes(*(take(c) for c in self.codes))
         return Inversion(**{k: take(getattr(self, k)) for k in self.__dataclass_fields__ if k != "codes"},
                          codes=codes)
+
+    @classmethod
+    def cat(cls, parts: list[Inversion]) -> Inversion:
+        """The inversions of consecutive chunks as one (codes too, when the chunks kept them)."""
+        def join(values):
+            return None if values[0] is None else torch.cat(values)
+        codes = None if parts[0].codes is None else EncoderCodes(*map(join, zip(*(p.codes for p in parts))))
+        return cls(**{k: join([getattr(p, k) for p in parts]) for k in cls.__dataclass_fields__ if k != "codes"},
+                   codes=codes)
 
     def images(self) -> dict[str, torch.Tensor]:
         """The reconstructions by space: {'w', 'wplus'[, 'f']}."""
@@ -151,10 +167,4 @@ def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32,
         parts.append(Inversion(out.w, out.wplus, out.f, rec["w"], rec["wplus"], rec.get("f"),
                                codes if keep_codes else None))
     encoder.train(was_training)
-    joined = {k: (None if getattr(parts[0], k) is None else torch.cat([getattr(p, k) for p in parts]))
-              for k in Inversion.__dataclass_fields__ if k != "codes"}
-    codes = None
-    if keep_codes:
-        codes = EncoderCodes(*(None if parts[0].codes[i] is None else torch.cat([p.codes[i] for p in parts])
-                               for i in range(len(EncoderCodes._fields))))
-    return Inversion(**joined, codes=codes)
+    return Inversion.cat(parts)

@@ -38,6 +38,23 @@ def atomic_path(path: str | os.PathLike):
             tmp.unlink()
 
 
+def save_csv(frame, path: str | os.PathLike, **to_csv) -> None:
+    """``frame.to_csv(path, **to_csv)`` through a temp file (a pandas DataFrame)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **to_csv)
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig) -> None:
+    """``fig.savefig(path, **savefig)`` through a temp file; the format comes from ``path``'s suffix."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", **savefig)
+
+
+def save_text(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -273,3 +290,19 @@ def read_state_dict(ckpt, what: str = "<checkpoint>", trust: bool | None = None)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{source}: expected a state dict, got {type(ckpt).__name__}")
     return ckpt, source
+
+
+def load_state_strict(module: torch.nn.Module, state: dict, source: str) -> None:
+    """load_state_dict(strict=True) whose error names the file and the key differences."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
+             for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        def show(keys):
+            return f"{len(keys)} {keys[:6]}" + (" ..." if len(keys) > 6 else "")
+        raise CheckpointError(f"{source}: state dict does not fit {type(module).__name__}: "
+                              f"missing keys {show(missing)}; unexpected keys {show(unexpected)}; "
+                              f"shape mismatches {show(wrong)}")
+    module.load_state_dict(state, strict=True)

@@ -16,8 +16,8 @@ uses only its local batch as negatives.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +45,11 @@ class InfoNCELoss(nn.Module):
         h_image = F.normalize(h_image, dim=-1)  # [n, E]
         h_latent = F.normalize(h_latent, dim=-1)
         n = h_image.shape[0]
-        world, offset, total = 1, 0, n
+        world_size, offset, total = 1, 0, n
         all_image, all_latent = h_image, h_latent
         if self.gather and is_distributed() and get_world_size() > 1:
             sizes = gather_sizes(n, h_image.device)
-            world, offset, total = len(sizes), sum(sizes[: get_rank()]), sum(sizes)
+            world_size, offset, total = len(sizes), sum(sizes[: get_rank()]), sum(sizes)
             all_image = all_gather_with_grad(h_image, sizes)  # [N, E]
             all_latent = all_gather_with_grad(h_latent, sizes)
         scale = (logit_scale.to(h_image) if torch.is_tensor(logit_scale)
@@ -62,10 +62,8 @@ class InfoNCELoss(nn.Module):
         latent_to_image = F.cross_entropy(scale * h_latent @ all_image.T, labels, reduction="sum")
         loss = self.lambda_ * image_to_latent + (1 - self.lambda_) * latent_to_image
         # sum over our rows / global count, times world: DDP's mean over ranks is the global mean
-        return loss * (world / total)
+        return loss * (world_size / total)
 
-
-ClipLoss = InfoNCELoss
 
 
 @torch.no_grad()
@@ -123,12 +121,6 @@ class AlignLoss(nn.Module):
         super().train(mode)
         self.aligner.eval()
         return self
-
-    @classmethod
-    def from_checkpoint(cls, path, device="cpu", mode: str = "infonce") -> "AlignLoss":
-        from clcae.nets.aligner import load_aligner
-
-        return cls(load_aligner(path, device), mode)
 
     def forward(self, image: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         h_image = self.aligner.embed_image(image)  # [B, E]

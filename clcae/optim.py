@@ -16,7 +16,8 @@ torch-optimizer's Ranger (pytorch_ranger, which has no gradient centralisation).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch.optim import Optimizer

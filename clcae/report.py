@@ -15,9 +15,8 @@ import pandas as pd
 
 from clcae.claims import SPACE, paper_claims
 from clcae.config import InputError
-from clcae.io import atomic_path, save_json
+from clcae.io import save_csv, save_figure, save_json, save_text
 from clcae.stats import paired_bootstrap
-
 
 
 def read_json(path: Path) -> dict:
@@ -76,7 +75,7 @@ def plot_bars(intervals: pd.DataFrame, metrics: list[str], path: Path) -> None:
         ax.set_title(m, fontsize=9)
     fig.suptitle("test split: mean and 95% bootstrap interval", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -105,7 +104,7 @@ def plot_training(report_dir: Path, variants: list[str], path: Path) -> None:
     axes[1].legend(fontsize=6)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -212,11 +211,9 @@ def write_report(paths: dict, out: Path, n_boot: int, seed: int) -> dict:
     ed = metrics["editing"]
     claims = paper_claims(recon, None if "skipped" in ed else editing, claim_metrics, ed.get("strength", 0.0),
                           n_boot=n_boot, seed=seed)
-    with atomic_path(out / "claims.csv") as tmp:
-        claims.to_csv(tmp, index=False, float_format="%.6g")
+    save_csv(claims, out / "claims.csv", index=False, float_format="%.6g")
     intervals = mean_intervals(recon, figure_cols, n_boot, seed)
-    with atomic_path(out / "reconstruction_intervals.csv") as tmp:
-        intervals.to_csv(tmp, index=False, float_format="%.8g")
+    save_csv(intervals, out / "reconstruction_intervals.csv", index=False, float_format="%.8g")
     bar_metrics = [m for m in ("mse", "ssim", next((c for c in figure_cols if "perceptual" in c or c == "lpips"), None),
                                identity_col) if m]
     plot_bars(intervals, bar_metrics, figures / "metric_bars.png")
@@ -271,8 +268,7 @@ whose loss never renders G(w) (the pSp-style baseline) has no W row: its w is no
 The encoders' loss terms (dvclive, `reports/train_encoder/<variant>/live/`); dotted, dashed and solid:
 the terms on G(w), G(w+) and G(w+, f).
 """
-    with atomic_path(out / "report.md") as tmp:
-        Path(tmp).write_text(text)
+    save_text(text, out / "report.md")
     return {"claims": claims.verdict.value_counts().to_dict()}
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from clcae.claims import paper_claims
 from clcae.config import ConfigError
-from clcae.io import atomic_path, save_json
+from clcae.io import save_csv, save_figure, save_json, save_text
 from clcae.report import claim_columns, fmt, read_csv, read_json, table
 from clcae.seed_replicates import check, seed_runs
 
@@ -87,8 +87,7 @@ def plot_seeds(claims: pd.DataFrame, by_seed: pd.DataFrame, path: Path) -> None:
                 for v, c in verdicts.items()])
     ax.legend(handles=handles, fontsize=6.5, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -123,10 +122,8 @@ def report(params) -> dict:
                          for s in seeds], ignore_index=True)
     out = Path(params.seeds.report_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "claims.csv") as tmp:
-        claims.to_csv(tmp, index=False, float_format="%.6g")
-    with atomic_path(out / "claims_by_seed.csv") as tmp:
-        by_seed.to_csv(tmp, index=False, float_format="%.6g")
+    save_csv(claims, out / "claims.csv", index=False, float_format="%.6g")
+    save_csv(by_seed, out / "claims_by_seed.csv", index=False, float_format="%.6g")
     plot_seeds(claims, by_seed, out / "figures" / "claims_by_seed.png")
 
     tested = claims[claims.verdict != "not tested"]
@@ -168,8 +165,7 @@ Training minutes per run (`train_encoder` metrics, this machine):
 
 {table(["seed"] + list(params.seeds.variants), minute_rows)}
 """
-    with atomic_path(out / "report.md") as tmp:
-        Path(tmp).write_text(text)
+    save_text(text, out / "report.md")
     summary = {"seeds": seeds, "claims": counts, "one_seed_verdicts_changed": len(changed),
                "seconds": round(time.perf_counter() - start, 1)}
     save_json(summary, out / "summary.json")

@@ -9,7 +9,7 @@ memory is its batches, whatever the size of the data.
 * :class:`ShardDataset`: the rows of several shard files as one dataset (global index -> shard,
   row; no concatenation); ``__getitems__`` fetches a whole batch with one gather per shard.
 * :class:`RankBatches`: the sampler. Step s's global batch comes from the seeded schedule
-  (``clcae.training.BatchSchedule``, a function of the step), rank r takes rows r, r + world, ...;
+  (``clcae.training.BatchSchedule``, a function of the step), rank r takes rows r, r + world_size, ...;
   it starts at the resume step, so resume and the DDP equivalence keep their meaning.
 * :class:`ShardImages`: the ``images`` of shard files as an :class:`~clcae.data.ImageSet` (the
   encoder's training images: a world's train shards), served at any size.
@@ -20,6 +20,7 @@ memory is its batches, whatever the size of the data.
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 
@@ -129,7 +130,7 @@ class ShardImages(ImageSet):
                              f"{'no' if labels is None else len(labels)} label rows")
         self.labels, self.size = labels, int(first.shape[-1] if size is None else size)
 
-    def resized(self, size: int) -> "ShardImages":
+    def resized(self, size: int) -> ShardImages:
         """The same images (same maps, names and labels) served at ``size``."""
         other = copy.copy(self)
         other.size = int(size)
@@ -160,14 +161,14 @@ class ImageBatches(Dataset):
 
 
 class RankBatches(Sampler):
-    """This rank's part of each global batch, steps ``start .. stop - 1``: ``schedule(step)[rank::world]``."""
+    """This rank's part of each global batch, steps ``start .. stop - 1``: ``schedule(step)[rank::world_size]``."""
 
-    def __init__(self, schedule, start: int, stop: int, rank: int = 0, world: int = 1):
-        self.schedule, self.start, self.stop, self.rank, self.world = schedule, start, stop, rank, world
+    def __init__(self, schedule, start: int, stop: int, rank: int = 0, world_size: int = 1):
+        self.schedule, self.start, self.stop, self.rank, self.world_size = schedule, start, stop, rank, world_size
 
     def __iter__(self):
         for step in range(self.start, self.stop):
-            yield self.schedule(step)[self.rank::self.world].tolist()
+            yield self.schedule(step)[self.rank::self.world_size].tolist()
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -177,11 +178,38 @@ def _as_batch(batch):
     return batch   # __getitems__ (ShardDataset, ImageBatches) returns the batch already stacked
 
 
-def batch_loader(dataset: Dataset, schedule, start: int, stop: int, rank: int = 0, world: int = 1,
+def batch_loader(dataset: Dataset, schedule, start: int, stop: int, rank: int = 0, world_size: int = 1,
                  workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Batches of steps ``start .. stop - 1`` for this rank, read by ``workers`` processes ahead of the step."""
     # its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, and
     # a resumed run (which restores that RNG) would then see another dropout stream
-    return DataLoader(dataset, batch_sampler=RankBatches(schedule, start, stop, rank, world), collate_fn=_as_batch,
+    return DataLoader(dataset, batch_sampler=RankBatches(schedule, start, stop, rank, world_size), collate_fn=_as_batch,
                       num_workers=workers, pin_memory=pin_memory, prefetch_factor=2 if workers else None,
                       generator=torch.Generator().manual_seed(0))
+
+
+def pairs_manifest(folder: str | Path) -> dict:
+    """The spec the pairs in ``folder`` were made with (what a consumer's resume checks)."""
+    return json.loads((Path(folder) / "manifest.json").read_text())
+
+
+def open_pairs(folder: str | Path) -> tuple[ShardDataset, dict]:
+    """The pairs without loading them: ``(dataset of (uint8 image [3, R, R], w [style_dim]) rows
+    over the memory-mapped shards, stats)``; errors name the folder or file and the fix."""
+    folder = Path(folder)
+    shards = sorted(folder.glob("shard_*.pt"))
+    if not shards:
+        raise InputError(f"{folder}: no shard_*.pt files (run `dvc repro synthesize`)")
+    if (folder / "manifest.json").exists() and pairs_manifest(folder).get("complete") is False:
+        raise InputError(f"{folder}: unfinished pairs (an interrupted synthesize; run `dvc repro synthesize`)")
+    stats_path = folder / "stats.pt"
+    if not stats_path.exists():
+        raise InputError(f"{stats_path}: missing (the synthesize stage did not finish)")
+    return ShardDataset(shards, ("images", "w")), read_tensors(stats_path)
+
+
+def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """All pairs in memory: (uint8 images [N, 3, R, R], w [N, style_dim], stats); small sets only
+    (training reads :func:`open_pairs`)."""
+    pairs, stats = open_pairs(folder)
+    return (*pairs.take(0, len(pairs)), stats)

@@ -15,19 +15,18 @@ code) renders everything again.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from clcae.config import InputError
 from clcae.data import resize
-from clcae.io import file_sha256, read_tensors, save_json, save_torch
-from clcae.seeding import derive_seed
-from clcae.shards import ShardDataset
+from clcae.distributed import all_reduce_sum
 from clcae.images import to_uint8
+from clcae.io import file_sha256, save_json, save_torch
+from clcae.seeding import derive_seed
+from clcae.shards import pairs_manifest
 
 
 @dataclasses.dataclass
@@ -42,11 +41,6 @@ class PairSpec:
     seed: int
     generator_sha256: str = ""  # the checkpoint's content: a new generator at the same path is a new spec
     code_sha256: str = ""  # the stage's code (clcae.training.stage_code_signature): new code, new pairs
-
-
-def pairs_manifest(folder: str | Path) -> dict:
-    """The spec the pairs in ``folder`` were made with (what a consumer's resume checks)."""
-    return json.loads((Path(folder) / "manifest.json").read_text())
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -90,8 +84,8 @@ def prepare_folder(folder: Path, spec: PairSpec) -> None:
 
 
 def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, progress: bool = True,
-               rank: int = 0, world: int = 1) -> dict:
-    """Write the pair shards and stats; return counts. Rank r of ``world`` renders shards r, r + world,
+               rank: int = 0, world_size: int = 1) -> dict:
+    """Write the pair shards and stats; return counts. Rank r of ``world_size`` renders shards r, r + world_size,
     ... (disjoint files; the pairs do not depend on the rank count). Skips the shards an interrupted
     run of the same spec wrote; SIGINT / SIGTERM stop it between batches (TrainingInterrupted)."""
     from clcae.distributed import barrier
@@ -102,10 +96,10 @@ def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, pr
         prepare_folder(folder, spec)
     barrier()   # the folder is ready (or cleared) before any rank writes
     n_shards = -(-spec.n_pairs // spec.shard_size)
-    mine = range(rank, n_shards, world)
+    mine = range(rank, n_shards, world_size)
     done = 0
     bar = tqdm(total=sum(min(spec.shard_size, spec.n_pairs - s * spec.shard_size) for s in mine),
-               disable=not progress or rank != 0, desc=f"synthesize ({world} rank{'s' if world > 1 else ''})",
+               disable=not progress or rank != 0, desc=f"synthesize ({world_size} rank{'s' if world_size > 1 else ''})",
                unit="pair")
     with StopOnSignal(collective=False) as stop, bar:   # ranks render different shard counts
         for shard in mine:
@@ -135,55 +129,20 @@ def synthesize(G, spec: PairSpec, out_dir: str | Path, batch_size: int = 250, pr
     return {"n_pairs": spec.n_pairs, "n_shards": n_shards, "rendered_now": done}
 
 
-def all_reduce_sum(n: int, device: torch.device) -> int:
-    """The sum of an int over the ranks (``device``: NCCL reduces GPU tensors only)."""
-    from clcae.distributed import is_distributed
-
-    if not is_distributed():
-        return n
-    import torch.distributed as dist
-
-    t = torch.tensor([n], dtype=torch.long, device=device)
-    dist.all_reduce(t)
-    return int(t.item())
-
-
-def open_pairs(folder: str | Path) -> tuple[ShardDataset, dict]:
-    """The pairs without loading them: ``(dataset of (uint8 image [3, R, R], w [style_dim]) rows
-    over the memory-mapped shards, stats)``; errors name the folder or file and the fix."""
-    folder = Path(folder)
-    shards = sorted(folder.glob("shard_*.pt"))
-    if not shards:
-        raise InputError(f"{folder}: no shard_*.pt files (run `dvc repro synthesize`)")
-    if (folder / "manifest.json").exists() and pairs_manifest(folder).get("complete") is False:
-        raise InputError(f"{folder}: unfinished pairs (an interrupted synthesize; run `dvc repro synthesize`)")
-    stats_path = folder / "stats.pt"
-    if not stats_path.exists():
-        raise InputError(f"{stats_path}: missing (the synthesize stage did not finish)")
-    return ShardDataset(shards, ("images", "w")), read_tensors(stats_path)
-
-
-def load_pairs(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """All pairs in memory: (uint8 images [N, 3, R, R], w [N, style_dim], stats); small sets only
-    (training reads :func:`open_pairs`)."""
-    pairs, stats = open_pairs(folder)
-    return (*pairs.take(0, len(pairs)), stats)
-
-
 def run(params) -> dict:
     """Stage entry: params.shared + params.synthesize -> data/pairs, reports/synthesize/metrics.json.
     Under torchrun (``synthesize.launcher``) the ranks render disjoint shards."""
     from clcae.distributed import cleanup_distributed, init_distributed
 
     cfg = params.synthesize
-    rank, world, _, device = init_distributed(params.shared.device)
+    rank, world_size, _, device = init_distributed(params.shared.device)
     try:
-        return synthesize_stage(params, cfg, rank, world, device)
+        return synthesize_stage(params, cfg, rank, world_size, device)
     finally:
         cleanup_distributed()
 
 
-def synthesize_stage(params, cfg, rank: int, world: int, device) -> dict:
+def synthesize_stage(params, cfg, rank: int, world_size: int, device) -> dict:
     import time
 
     from clcae.nets.stylegan2 import load_generator
@@ -196,11 +155,11 @@ def synthesize_stage(params, cfg, rank: int, world: int, device) -> dict:
                     generator_sha256=file_sha256(params.shared.generator),
                     code_sha256=stage_code_signature("synthesize"))
     start = time.perf_counter()
-    counts = synthesize(G, spec, cfg.out_dir, batch_size=cfg.batch_size, rank=rank, world=world)
+    counts = synthesize(G, spec, cfg.out_dir, batch_size=cfg.batch_size, rank=rank, world_size=world_size)
     seconds = time.perf_counter() - start
     metrics = {**counts, "seconds": round(seconds, 2),
                "pairs_per_s": round(counts["rendered_now"] / seconds, 1) if counts["rendered_now"] else None,
-               "device": str(device), **({"ranks": world} if world > 1 else {})}
+               "device": str(device), **({"ranks": world_size} if world_size > 1 else {})}
     if rank == 0:
         save_json(metrics, Path(cfg.report_dir) / "metrics.json")
     return metrics

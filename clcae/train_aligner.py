@@ -25,14 +25,24 @@ from tqdm import tqdm
 
 from clcae.config import ConfigError
 from clcae.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process
+from clcae.images import to_float
 from clcae.io import save_json
 from clcae.losses import InfoNCELoss, retrieval_topk
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
-from clcae.shards import batch_loader
-from clcae.synthesize import open_pairs, pairs_manifest
-from clcae.images import to_float
-from clcae.training import (BatchSchedule, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at,
-                            rank_rng_states, seed_rank_stream, set_lr, set_rank_rng_state, stage_code_signature)
+from clcae.shards import batch_loader, open_pairs, pairs_manifest
+from clcae.training import (
+    BatchSchedule,
+    LiveLog,
+    ResumePoint,
+    StopOnSignal,
+    check_finite,
+    lr_at,
+    rank_rng_states,
+    seed_rank_stream,
+    set_lr,
+    set_rank_rng_state,
+    stage_code_signature,
+)
 
 
 def aligner_config(cfg, image_size: int, style_dim: int) -> AlignerConfig:
@@ -45,11 +55,11 @@ FINAL_LR_FRAC = 0.01  # cosine decay to 1% of lr: a steady end point for the met
 RESUME_FILE = Path(".resume") / "state.pt"  # under out_dir; untracked (see .gitignore)
 
 
-def run_signature(params, world: int) -> dict:
+def run_signature(params, world_size: int) -> dict:
     """What a resume point must share with this run: params (less paths), pairs, world size, code."""
     cfg = {k: v for k, v in dataclasses.asdict(params.train_aligner).items()
            if k not in ("out_dir", "report_dir", "launcher", "loader_workers")}
-    return {"params": {**cfg, "seed": params.shared.seed, "world_size": world},
+    return {"params": {**cfg, "seed": params.shared.seed, "world_size": world_size},
             "data": pairs_manifest(params.synthesize.out_dir), "code": stage_code_signature("train_aligner")}
 
 
@@ -69,33 +79,33 @@ def embed_pairs(model: Aligner, images_u8: torch.Tensor, w: torch.Tensor, device
 
 def run(params) -> dict:
     cfg, seed = params.train_aligner, params.shared.seed
-    rank, world, _, device = init_distributed(params.shared.device)
+    rank, world_size, _, device = init_distributed(params.shared.device)
     try:
-        return _train(params, cfg, seed, rank, world, device)
+        return _train(params, cfg, seed, rank, world_size, device)
     finally:
         cleanup_distributed()
 
 
-def _train(params, cfg, seed, rank, world, device) -> dict:
+def _train(params, cfg, seed, rank, world_size, device) -> dict:
     pairs, stats = open_pairs(params.synthesize.out_dir)   # memory-mapped: a rank's memory does not grow with it
     n_train = len(pairs) - cfg.holdout
     if n_train < cfg.batch_size:
         raise ConfigError(f"train_aligner.holdout ({cfg.holdout}) leaves {n_train} pairs for training, fewer than "
                          f"train_aligner.batch_size ({cfg.batch_size}); make more pairs (synthesize.n_pairs)")
-    if cfg.batch_size % world:
-        raise ConfigError(f"train_aligner.batch_size ({cfg.batch_size}) must divide over {world} ranks")
+    if cfg.batch_size % world_size:
+        raise ConfigError(f"train_aligner.batch_size ({cfg.batch_size}) must divide over {world_size} ranks")
     torch.manual_seed(seed)
     image, w0 = pairs[0]
     model = Aligner(aligner_config(cfg, image.shape[-1], w0.shape[0]))
     model.set_averages(stats["image_avg"], stats["w_avg"])
     seed_rank_stream(seed, rank)   # one init for all ranks, then each rank its own dropout masks
     model.to(device).train()
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = InfoNCELoss(cfg.lambda_i2w, gather=True,
                           max_logit_scale=None if cfg.logit_cap is None else math.log(cfg.logit_cap))
     out, report = Path(cfg.out_dir), Path(cfg.report_dir)
-    point = ResumePoint(out / RESUME_FILE, run_signature(params, world))
+    point = ResumePoint(out / RESUME_FILE, run_signature(params, world_size))
     state = point.load() or {}  # on the CPU: load_state_dict copies to the model's device
     step, seconds = state.get("step", 0), state.get("seconds", 0.0)
     if state:
@@ -117,8 +127,8 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
             point.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                         "seconds": time.perf_counter() - start, "rng": rngs, "history": log.rows})
 
-    # rows rank::world of each step's global batch; workers start here, before the stop-signal handlers
-    batches = iter(batch_loader(pairs, schedule, step, cfg.steps, rank, world, workers=cfg.loader_workers,
+    # rows rank::world_size of each step's global batch; workers start here, before the stop-signal handlers
+    batches = iter(batch_loader(pairs, schedule, step, cfg.steps, rank, world_size, workers=cfg.loader_workers,
                                 pin_memory=device.type == "cuda"))
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main_process(), desc="aligner")
     with StopOnSignal(device) as stop, bar:  # the bar closes before an interruption's message
@@ -156,7 +166,7 @@ def _train(params, cfg, seed, rank, world, device) -> dict:
         retrieval = retrieval_topk(*embed_pairs(model, hold_images, hold_w, device))
     save_aligner(model.cpu(), out / "aligner.pt", steps=step)
     metrics = {**retrieval, "temperature": 1 / model.logit_scale.exp().item(), "holdout_pairs": len(hold_w),
-               "train_pairs": n_train, "steps": step, "world_size": world,
+               "train_pairs": n_train, "steps": step, "world_size": world_size,
                "minutes": round((time.perf_counter() - start) / 60, 2), "device": str(device)}
     save_json(metrics, report / "metrics.json")
     log.end()

@@ -28,20 +28,38 @@ from tqdm import tqdm
 
 from clcae.config import ConfigError, EncoderTrainConfig, InputError
 from clcae.data import ImageSet, unreadable_files
-from clcae.distributed import (all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process,
-                               replicas_identical, same_on_all_ranks)
+from clcae.distributed import (
+    all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    is_main_process,
+    replicas_identical,
+    same_on_all_ranks,
+)
 from clcae.images import to_float, to_uint8
 from clcae.inversion import average_image, invert, load_any_aligner, load_any_encoder, render
-from clcae.io import file_sha256, save_image_grid, save_json
+from clcae.io import file_sha256, load_state_strict, save_image_grid, save_json
 from clcae.losses import AlignLoss, InversionLoss, InversionLossConfig
 from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, check_compatible, save_encoder
-from clcae.nets.irse import load_state_strict
 from clcae.nets.stylegan2 import load_generator
 from clcae.optim import make_optimizer
 from clcae.schedules import feature_blend
 from clcae.shards import ImageBatches, batch_loader
-from clcae.training import (BatchSchedule, EpochPlateau, LiveLog, ResumePoint, StopOnSignal, check_finite, lr_at,
-                            rank_rng_states, seed_rank_stream, set_lr, set_rank_rng_state, stage_code_signature)
+from clcae.training import (
+    BatchSchedule,
+    EpochPlateau,
+    LiveLog,
+    ResumePoint,
+    StopOnSignal,
+    check_finite,
+    lr_at,
+    rank_rng_states,
+    seed_rank_stream,
+    set_lr,
+    set_rank_rng_state,
+    stage_code_signature,
+)
 from clcae.worlds import World, load_world
 
 RESUME_FILE = Path(".resume") / "state.pt"  # under <out_dir>/<variant>; untracked

@@ -41,8 +41,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import torch
 
@@ -277,7 +277,7 @@ class StopOnSignal:
         print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop now)", file=sys.stderr,
               flush=True)
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._previous[s] = signal.signal(s, self._handle)

@@ -4,13 +4,21 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fixture_path
+from conftest import fixture_seeded_state as seeded_state
 
 from clcae.losses import InfoNCELoss, retrieval_topk
-from clcae.nets.aligner import (Aligner, AlignerConfig, LatentEncoder, convert_official_aligner, load_aligner,
-                                load_official_aligner, save_aligner)
+from clcae.nets.aligner import (
+    Aligner,
+    AlignerConfig,
+    LatentEncoder,
+    convert_official_aligner,
+    load_aligner,
+    load_official_aligner,
+    save_aligner,
+)
 from clcae.nets.psp import FeaturePyramid, Map2Style
 from clcae.nets.stylegan2 import CheckpointError
-from conftest import fixture_path, fixture_seeded_state as seeded_state
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from PIL import Image
 
-from clcae.config import build, Params, read_yaml
+from clcae.config import Params, build, read_yaml
 from clcae.worlds.ffhq import assets as A
-from conftest import ROOT
 
 
 def stand_in(tmp_path, name="model.pt"):

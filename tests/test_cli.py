@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_encoder import tiny_encoder, tiny_generator
 
 from clcae.cli import main
 from clcae.editing import Direction, save_direction
 from clcae.nets.encoder import save_encoder
 from clcae.nets.stylegan2 import save_generator
 from clcae.photos import PhotoError, load_photo
-from test_encoder import tiny_encoder, tiny_generator
 
 
 def gradient(h=48, w=64):

@@ -1,6 +1,6 @@
 """params.yaml validation: errors name the key path."""
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -13,7 +13,7 @@ class Inner:
     steps: int = param(10, ge=1)
     mode: Literal["a", "b"] = "a"
     layers: list[int] = field(default_factory=lambda: [1, 2])
-    out: Optional[str] = None
+    out: str | None = None
 
 
 @dataclass
@@ -70,6 +70,7 @@ def test_shipped_configs_have_every_block_the_pipelines_interpolate(name):
 
     import yaml
     from conftest import ROOT
+
     from clcae import seed_replicates
 
     pipelines = (ROOT / "dvc.yaml").read_text() + (ROOT / "seeds/dvc.yaml").read_text()

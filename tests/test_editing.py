@@ -2,15 +2,27 @@
 import numpy as np
 import pytest
 import torch
+from test_encoder import tiny_encoder, tiny_generator
 
-from clcae.editing import (Direction, DirectionError, Editor, LayerRange, PCABasis, fit_boundary, fit_pca,
-                           load_direction, load_pca, project_out, read_directions, save_direction, save_pca)
 from clcae.data import resize_square
+from clcae.editing import (
+    Direction,
+    DirectionError,
+    Editor,
+    LayerRange,
+    fit_boundary,
+    fit_pca,
+    load_direction,
+    load_pca,
+    project_out,
+    read_directions,
+    save_direction,
+    save_pca,
+)
 from clcae.editing.scores import EditJudges, edit_sweep, editing_consistency
 from clcae.fit_directions import fit_interfacegan, sample_labelled
 from clcae.inversion import invert
 from clcae.metrics.frechet import frechet_distance
-from test_encoder import tiny_encoder, tiny_generator
 
 
 def planted(n=4000, d=32, noise=0.1, seed=0):

@@ -4,15 +4,26 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fixture_path
+from conftest import fixture_seeded_state as seeded_state
 from torch import nn
 
 from clcae.io import CheckpointError
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
-from clcae.nets.encoder import (AttentionBlock, CLCAEEncoder, CrossAttention, EncoderConfig, check_compatible,
-                                convert_official_encoder, layer_levels, load_encoder, load_official_encoder,
-                                official_key, save_encoder)
+from clcae.nets.encoder import (
+    AttentionBlock,
+    CLCAEEncoder,
+    CrossAttention,
+    EncoderConfig,
+    check_compatible,
+    convert_official_encoder,
+    layer_levels,
+    load_encoder,
+    load_official_encoder,
+    official_key,
+    save_encoder,
+)
 from clcae.nets.stylegan2 import Generator, save_generator
-from conftest import fixture_path, fixture_seeded_state as seeded_state
 
 # a 1024 px, 512-d generator with 8 channels above 16 px: the published decoder.* key layout and
 # F layer (512 x 16 x 16), small enough for a test (the fixtures ship no 1024 px generator)

@@ -2,13 +2,11 @@
 on stand-in assets of the right formats and small sizes in a temp repo."""
 import json
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
-
 from conftest import ROOT, fixture_path, fixture_seeded_state
+from PIL import Image
 from test_pipeline import dvc, make_tiny_repo
 
 # the paper's 1024 px, 512-d generator layout with 2-4 channels above 16 px: the released encoder fits
@@ -74,7 +72,7 @@ def write_stand_ins(repo, cfg):
     with torch.no_grad():
         faces = G.synthesis(G.mapping(torch.randn(10, 512))[:, None].expand(-1, 18, -1)).clamp(-1, 1)
     faces = ((torch.nn.functional.avg_pool2d(faces, 4) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    for split, folder, idx in (("train", cfg["ffhq"]["train_dir"], range(6)), ("test", cfg["ffhq"]["test_dir"], range(6, 10))):
+    for _split, folder, idx in (("train", cfg["ffhq"]["train_dir"], range(6)), ("test", cfg["ffhq"]["test_dir"], range(6, 10))):
         (repo / folder).mkdir(parents=True)
         for i in idx:
             Image.fromarray(faces[i]).save(repo / folder / f"{i:05d}.png")

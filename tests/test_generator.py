@@ -1,10 +1,16 @@
 """StyleGAN2: rosinality equivalence, F-space injection, shapes, checkpoint handling."""
 import pytest
 import torch
-
-from clcae.nets.stylegan2 import (CheckpointError, Generator, infer_generator_config, load_generator,
-                                  save_generator, upfirdn2d_reference)
 from conftest import fixture_path
+
+from clcae.nets.stylegan2 import (
+    CheckpointError,
+    Generator,
+    infer_generator_config,
+    load_generator,
+    save_generator,
+    upfirdn2d_reference,
+)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,20 @@ import json
 
 import pytest
 import torch
+from conftest import fixture_path
+from conftest import fixture_seeded_state as seeded_state
 
-from clcae.nets.irse import (UNITS, Backbone, IDEncoder, arcface_embed, get_blocks, infer_backbone_config,
-                             load_arcface, stage_ends)
+from clcae.nets.irse import (
+    UNITS,
+    Backbone,
+    IDEncoder,
+    arcface_embed,
+    get_blocks,
+    infer_backbone_config,
+    load_arcface,
+    stage_ends,
+)
 from clcae.nets.stylegan2 import CheckpointError
-from conftest import fixture_path, fixture_seeded_state as seeded_state
 
 
 @pytest.fixture(scope="module")

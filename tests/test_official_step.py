@@ -17,6 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from conftest import fixture_path
+from conftest import fixture_seeded_state as seeded_state
 
 from clcae.editing import Direction, Editor
 from clcae.inversion import invert, render
@@ -28,7 +30,6 @@ from clcae.nets.irse import load_arcface
 from clcae.nets.stylegan2 import Generator
 from clcae.optim import make_optimizer
 from clcae.worlds.ffhq.world import FFHQWorld
-from conftest import fixture_path, fixture_seeded_state as seeded_state
 
 DATA = Path(__file__).parent / "data" / "official_clcae256"
 RTOL = 1e-5     # renders and loss terms: relative, as the issue asks
@@ -206,16 +207,17 @@ def test_one_training_step_matches_the_official_one(models, expected):
     assert running["var"] ** 0.5 == pytest.approx(ref["bn_running_var_total_norm"], rel=1e-5)
 
 
-# identity is left out: through the seeded stand-in ArcFace its gradient is chaotic (measured on these
-# renders: a 2.5e-7 relative change of G(w+) moves the image gradient's norm by 16%, 1e-6 by 36%), so no
-# two implementations can agree on it; its forward value is checked above and the net itself is checked
-# against the reference features of ../shared/fixtures (tests/test_irse.py; bitwise equal to pSp's Backbone,
-# gradients included, checked by hand: docs/faithfulness.md)
-@pytest.mark.parametrize("term, rtol", [("l2", 1e-4), ("perceptual", 1e-4), ("freg", 1e-4), ("align", 2e-2)])
+# identity and align are left out: through the seeded stand-in IR-SE nets (ArcFace; the aligner's image
+# encoder) their gradients are chaotic, so no two implementations, nor two machines, can agree on them.
+# Measured on these renders: a 2.5e-7 relative change of G(w+) moves the identity gradient's norm by 16%,
+# 1e-6 by 36%; a 1e-7 relative change of the input images moves the align gradient's norm from 47.8 to 76.6
+# (the official run: 52.5; it matched to 2% on one machine and to 9% on another). Their forward values are
+# checked above, and the nets themselves against ../shared/fixtures (tests/test_irse.py: bitwise equal to
+# pSp's Backbone, gradients included; tests/test_aligner.py: the official contrastive models).
+@pytest.mark.parametrize("term, rtol", [("l2", 1e-4), ("perceptual", 1e-4), ("freg", 1e-4)])
 def test_each_terms_gradient_and_ranger_step_match_the_official_ones(models, expected, term, rtol):
     """One loss term at its official weight: the encoder gradient (each parameter's norm under its
-    official name) and one official Ranger step (its first step: the centralised gradient times lr).
-    The align term's gradient runs through the seeded image encoder too: matched to 2%."""
+    official name) and one official Ranger step (its first step: the centralised gradient times lr)."""
     ref = expected["train_step"]["term_grads"][TERM[term]]
     x, _, _ = protocol_inputs()
     encoder = train_mode_copy(models[0])
@@ -231,7 +233,7 @@ def test_each_terms_gradient_and_ranger_step_match_the_official_ones(models, exp
     total = sum(v ** 2 for v in norms.values()) ** 0.5
     assert total == pytest.approx(ref["total"], rel=rtol)
     # each parameter's own norm: relative, except those below 0.1% of the total, which carry float noise
-    each = 10 * rtol if term == "align" else 50 * rtol
+    each = 50 * rtol
     for key, value in theirs.items():
         assert norms.get(key, 0.0) == pytest.approx(value, rel=each, abs=1e-3 * ref["total"]), key
     before = {n: p.detach().clone() for n, p in encoder.named_parameters()}

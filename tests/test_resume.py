@@ -14,12 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import ROOT
 
 from clcae import training
 from clcae.config import ClcaeError, ConfigError, InputError, stage_main
-from clcae.training import (LiveLog, ResumeMismatch, ResumePoint, StopOnSignal, TrainingInterrupted, check_finite,
-                            code_signature, lr_at, set_lr, stage_code)
-from conftest import ROOT
+from clcae.training import (
+    LiveLog,
+    ResumeMismatch,
+    ResumePoint,
+    StopOnSignal,
+    TrainingInterrupted,
+    check_finite,
+    code_signature,
+    lr_at,
+    set_lr,
+    stage_code,
+)
 
 # ----------------------------------------------------------------------------- schedule, checks
 
@@ -259,10 +269,11 @@ def test_stage_main_prints_the_projects_errors_as_one_line(tmp_path, capsys):
 
 
 def test_bad_inputs_print_one_line(tmp_path, capsys):
+    from test_train_aligner import tiny_params
+
     from clcae.synthesize import run as synthesize_run
     from clcae.train_aligner import run as aligner_run
     from clcae.worlds.procfaces.stage import run as world_run
-    from test_train_aligner import tiny_params
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
@@ -292,8 +303,10 @@ def test_bad_inputs_print_one_line(tmp_path, capsys):
 
 
 def test_synthesize_keeps_shards_only_for_an_interrupted_run_of_the_same_code(tmp_path, monkeypatch):
-    import clcae.synthesize as syn
     from test_train_aligner import tiny_params
+
+    import clcae.synthesize as syn
+    from clcae.shards import load_pairs
 
     params = tiny_params(tmp_path)  # 160 pairs in two shards of 80
     real_render = syn.render_pairs
@@ -309,10 +322,10 @@ def test_synthesize_keeps_shards_only_for_an_interrupted_run_of_the_same_code(tm
     folder = Path(params.synthesize.out_dir)
     assert [p.name for p in folder.glob("shard_*.pt")] == ["shard_00000.pt"]
     with pytest.raises(InputError, match="unfinished pairs"):
-        syn.load_pairs(folder)
+        load_pairs(folder)
     monkeypatch.setattr(syn, "render_pairs", real_render)
     assert syn.run(params)["rendered_now"] == 80  # the same spec and code: shard 1 only
-    first = syn.load_pairs(folder)
+    first = load_pairs(folder)
     assert syn.pairs_manifest(folder)["complete"] is True
     assert syn.run(params)["rendered_now"] == 160  # a finished run (dvc repro -f): all again
     real_code = training.stage_code_signature
@@ -323,7 +336,7 @@ def test_synthesize_keeps_shards_only_for_an_interrupted_run_of_the_same_code(tm
     monkeypatch.setattr(training, "stage_code_signature", real_code)
     monkeypatch.setattr(syn, "render_pairs", real_render)
     assert syn.run(params)["rendered_now"] == 160  # the interrupted run's code differs: nothing kept
-    again = syn.load_pairs(folder)
+    again = load_pairs(folder)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
 
 
@@ -425,9 +438,10 @@ def test_dvc_reruns_after_code_change_force_and_sigterm(tmp_path):
 
 
 def test_generator_trainer_resumes_only_interrupted_runs(tmp_path, monkeypatch, capsys):
+    from test_train_generator import TINY
+
     import clcae.worlds.procfaces.train_generator as tg
     from clcae.io import read_checkpoint
-    from test_train_generator import TINY
 
     cfg = tg.GeneratorTrainConfig(**TINY)
     whole = tg.train(cfg, str(tmp_path / "a" / "g.pt"), progress=False)

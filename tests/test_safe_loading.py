@@ -10,13 +10,22 @@ import pytest
 import torch
 
 from clcae.config import stage_main
-from clcae.io import (TRUST_ENV, CheckpointError, TrustedCheckpointWarning, UnsafeCheckpointError, read_checkpoint,
-                      read_state_dict, read_tensors, save_torch, trust_from_env)
+from clcae.io import (
+    TRUST_ENV,
+    CheckpointError,
+    TrustedCheckpointWarning,
+    UnsafeCheckpointError,
+    read_checkpoint,
+    read_state_dict,
+    read_tensors,
+    save_torch,
+    trust_from_env,
+)
 from clcae.nets.aligner import Aligner, AlignerConfig, load_aligner, load_official_aligner, save_aligner
-from clcae.nets.irse import Backbone, load_arcface
 from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, load_encoder, load_official_encoder, save_encoder
+from clcae.nets.irse import Backbone, load_arcface
 from clcae.nets.stylegan2 import Generator, load_generator, save_generator
-from clcae.synthesize import load_pairs
+from clcae.shards import load_pairs
 from clcae.worlds.procfaces.world_cnn import WorldCNN, load_world_cnn, save_world_cnn
 
 

@@ -1,8 +1,8 @@
 """The seed-replicated claims' params: each seed's run has its own folders; config errors name the key."""
 import pytest
 
-from clcae.config import ConfigError, build, Params
 from clcae import seed_replicates
+from clcae.config import ConfigError, Params, build
 
 
 def params(**seeds):
@@ -57,6 +57,7 @@ def test_seed_report_pools_the_seeds_and_refuses_a_partial_pool(tmp_path):
     import numpy as np
     import pandas as pd
     from test_stats import synthetic_frames
+
     from clcae.seed_report import report
 
     p = build(Params, {"seeds": {"seeds": [1, 2], "out_dir": str(tmp_path / "data/seeds"),

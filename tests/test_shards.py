@@ -4,8 +4,8 @@ import sys
 import pytest
 import torch
 
-from clcae.io import CheckpointError, save_torch
 from clcae.data import FolderImages, resize_u8
+from clcae.io import CheckpointError, save_torch
 from clcae.shards import ImageBatches, RankBatches, ShardDataset, ShardImages, batch_loader
 from clcae.training import BatchSchedule
 
@@ -50,7 +50,7 @@ def test_dataset_returns_the_shards_rows_in_the_seeded_order_across_boundaries(t
 def test_two_ranks_see_disjoint_halves_whose_union_is_the_global_batch(tmp_path):
     data = ShardDataset(write_shards(tmp_path), ("images", "w"))
     schedule = BatchSchedule(len(data), 8, seed=0)
-    ranks = [list(batch_loader(data, schedule, 0, 5, rank=r, world=2)) for r in (0, 1)]
+    ranks = [list(batch_loader(data, schedule, 0, 5, rank=r, world_size=2)) for r in (0, 1)]
     _, w = all_rows(data.files)
     for step in range(5):
         a, b = ranks[0][step][1], ranks[1][step][1]
@@ -86,7 +86,7 @@ def test_encoder_images_from_shards_or_a_folder_through_the_same_loader(tmp_path
     assert small.data is shards.data and torch.equal(small.batch(torch.tensor([20, 0])), resize_u8(images[[20, 0]], 4))
     schedule = BatchSchedule(len(shards), 6, seed=2)
     for workers in (0, 2):
-        seen = list(batch_loader(ImageBatches(shards), schedule, 0, 5, rank=1, world=2, workers=workers))
+        seen = list(batch_loader(ImageBatches(shards), schedule, 0, 5, rank=1, world_size=2, workers=workers))
         for step, x in enumerate(seen):
             assert torch.equal(x, images[schedule(step)[1::2]])   # rank 1's half of the global batch
     folder = tmp_path / "photos"

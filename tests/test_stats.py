@@ -1,6 +1,6 @@
 """Bootstrap intervals for claims: coverage, pairing, seeds."""
-import pandas as pd
 import numpy as np
+import pandas as pd
 import pytest
 
 from clcae.stats import hierarchical_bootstrap, paired_bootstrap, verdict
@@ -131,7 +131,7 @@ def test_paper_claims_on_synthetic_frames():
 
 
 def test_claims_with_seeds_use_the_hierarchical_interval():
-    from clcae.claims import compare, Cell
+    from clcae.claims import Cell, compare
 
     rng = np.random.default_rng(5)
     recon, _ = synthetic_frames(rng, n=100, seeds=(0, 1, 2))

@@ -6,7 +6,8 @@ import torch
 
 import clcae.synthesize as syn
 from clcae.nets.stylegan2 import Generator
-from clcae.synthesize import PairSpec, load_pairs, synthesize
+from clcae.shards import load_pairs, pairs_manifest
+from clcae.synthesize import PairSpec, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_new_generator_at_the_same_path_discards_old_shards(G, tmp_path):
     first = spec(generator_sha256=syn.file_sha256(ckpt))
     assert first.generator_sha256 == hashlib.sha256(b"generator one").hexdigest()
     synthesize(G, first, tmp_path / "pairs", batch_size=10, progress=False)
-    assert syn.pairs_manifest(tmp_path / "pairs")["generator_sha256"] == first.generator_sha256
+    assert pairs_manifest(tmp_path / "pairs")["generator_sha256"] == first.generator_sha256
     ckpt.write_bytes(b"generator two")
     counts = synthesize(G, spec(generator_sha256=syn.file_sha256(ckpt)), tmp_path / "pairs", batch_size=10,
                         progress=False)
@@ -109,9 +110,9 @@ def test_two_nodes_render_disjoint_shards_and_the_same_pairs(G, tmp_path):
     import sys
 
     import yaml
+    from conftest import ROOT
 
     from clcae.nets.stylegan2 import save_generator
-    from conftest import ROOT
 
     save_generator(G, tmp_path / "g.pt")
     blocks = {"shared": {"seed": 3, "device": "cpu", "generator": str(tmp_path / "g.pt")},

@@ -11,10 +11,10 @@ import torch
 import clcae.train_aligner as ta
 from clcae.config import ConfigError, Params, build
 from clcae.io import read_checkpoint
-from clcae.training import TrainingInterrupted
 from clcae.nets.aligner import load_aligner
 from clcae.nets.stylegan2 import Generator, save_generator
 from clcae.synthesize import run as synthesize_run
+from clcae.training import TrainingInterrupted
 
 
 def tiny_params(tmp_path, steps=12):
@@ -111,7 +111,7 @@ def test_a_signal_saves_a_resume_point_and_the_resumed_run_matches(tmp_path, mon
     monkeypatch.setattr(ta, "check_finite", signal_at_step_5)
     with pytest.raises(TrainingInterrupted) as err:
         ta.run(params)
-    assert err.value.exit_code == 128 + sig and f"at step 6" in str(err.value) and "dvc repro" in str(err.value)
+    assert err.value.exit_code == 128 + sig and "at step 6" in str(err.value) and "dvc repro" in str(err.value)
     saved = read_checkpoint(tmp_path / "aligner" / ".resume" / "state.pt")
     assert saved["step"] == 6 and [row["step"] for row in saved["history"]] == [4]
     assert signal.getsignal(sig) is not None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
@@ -173,7 +173,6 @@ def test_stage_under_torchrun_with_two_gloo_processes(tmp_path):
     import sys
 
     import yaml
-
     from conftest import ROOT
 
     params = tiny_params(tmp_path, steps=4)

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
+from test_safe_loading import official_states
 
 import clcae.train_encoder as te
 from clcae.config import Params, build
@@ -17,8 +19,6 @@ from clcae.nets.stylegan2 import Generator, save_generator
 from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces import world_cnn as wc
 from clcae.worlds.procfaces.stage import write_train_shards
-from conftest import ROOT
-from test_safe_loading import official_states
 
 # encoder side 32 -> T3 8x8; the tiny generator's layer 3 (second conv at 8x8) is F
 TINY_ENCODER = {"num_layers": 18, "width": 4, "heads": 2, "dropout": 0.0, "feature_layer": 3, "batch_size": 4,
@@ -70,7 +70,7 @@ def test_stage_writes_encoder_metrics_curves_and_grid(tiny_world, tmp_path):
     on_disk = json.loads((tmp_path / "reports" / "clcae" / "metrics.json").read_text())
     assert on_disk["steps"] == 6 and on_disk["test_images"] == 4 and on_disk["replicas_identical"]
     assert set(on_disk["test"]) == {"w", "wplus", "f"}
-    for space, figures in on_disk["test"].items():
+    for figures in on_disk["test"].values():
         assert figures["l2"] == pytest.approx(4 * figures["mse"])
         assert 0 < figures["mse"] < 1 and figures["world_perceptual"] > 0
         assert -1 <= figures["world_id_similarity"] <= 1

@@ -7,8 +7,13 @@ import torch
 
 from clcae.nets.stylegan2 import load_generator
 from clcae.worlds.procfaces import procfaces
-from clcae.worlds.procfaces.train_generator import (GeneratorTrainConfig, build_generator, init_from_checkpoint,
-                                         renderer_latent, train)
+from clcae.worlds.procfaces.train_generator import (
+    GeneratorTrainConfig,
+    build_generator,
+    init_from_checkpoint,
+    renderer_latent,
+    train,
+)
 
 TINY = dict(size=32, style_dim=48, n_mlp=2, channels={4: 16, 8: 16, 16: 16, 32: 8}, batch_size=4, steps=6,
             perceptual_weight=0.0, attribute_weight=0.0)  # no teacher CNN to train
@@ -28,7 +33,7 @@ def loss_and_gradient(st, forward, z, batch) -> tuple[torch.Tensor, torch.Tensor
 def assert_same_batch(actual, expected) -> None:
     """Two RenderedBatch (targets, masks, labels) equal to float rounding, naming the field that is not."""
     for name, a, b in zip(expected._fields, actual, expected):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_renderer_latent_is_pixelnormed_prefix():
@@ -207,9 +212,7 @@ def test_sharp_teachers_take_the_perceptual_term_and_leave_the_attribute_term():
 
 
 def test_training_with_a_teacher_logs_its_terms(tmp_path):
-    from clcae.worlds.procfaces.world_cnn import WorldCNN, save_world_cnn
-
-    from clcae.worlds.procfaces.world_cnn import WorldCNNConfig
+    from clcae.worlds.procfaces.world_cnn import WorldCNN, WorldCNNConfig, save_world_cnn
 
     teacher = save_world_cnn(WorldCNN(widths=(4, 4, 8, 8, 8), emb_dim=8), tmp_path / "teacher.pt",
                              WorldCNNConfig(seed=7, blur_prob=0.25), metrics={"test_split": {"verification_acc": 0.5}})

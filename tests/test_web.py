@@ -13,7 +13,6 @@ from argparse import Namespace
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -31,8 +30,9 @@ def free_port() -> int:
 
 @pytest.fixture
 def page_models(tmp_path):
-    from clcae.cli import Models
     from test_cli import tiny_pipeline_files
+
+    from clcae.cli import Models
 
     generator, encoder, directions = tiny_pipeline_files(tmp_path)
     return Models(Namespace(params=str(tmp_path / "none.yaml"), generator=str(generator), encoder=str(encoder),

@@ -4,10 +4,9 @@ import copy
 
 import pytest
 import torch
-
-from clcae.images import to_uint8
 import torch.nn.functional as F
 
+from clcae.images import to_uint8
 from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces import world_cnn as wc
 

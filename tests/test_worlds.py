@@ -6,13 +6,14 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fixture_path, fixture_seeded_state
 from PIL import Image
 
 from clcae.config import Params
 from clcae.data import FolderImages, TensorImages, resize, resize_u8
-from clcae.shards import ShardImages
 from clcae.images import to_float
 from clcae.nets.irse import Backbone
+from clcae.shards import ShardImages
 from clcae.worlds import World, load_world
 from clcae.worlds.ffhq import judges
 from clcae.worlds.ffhq.world import FFHQWorld
@@ -20,7 +21,6 @@ from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces import world_cnn as wc
 from clcae.worlds.procfaces.stage import write_train_shards
 from clcae.worlds.procfaces.world import ProcFacesWorld
-from conftest import fixture_path, fixture_seeded_state
 
 
 def frozen(world: World) -> bool:

@@ -69,7 +69,7 @@ class Direction:
     def dim(self) -> int:
         return self.vector.numel()
 
-    def check_dim(self, style_dim: int) -> "Direction":
+    def check_dim(self, style_dim: int) -> Direction:
         check_dim(self.vector, style_dim, self.source or self.name)
         return self
 

@@ -60,7 +60,7 @@ class Editor:
         self.encoder, self.mode, self.feature_insert = encoder, mode, feature_insert
 
     @classmethod
-    def for_encoder(cls, encoder, G, batch_size: int = 32, mode: str = "encoder") -> "Editor":
+    def for_encoder(cls, encoder, G, batch_size: int = 32, mode: str = "encoder") -> Editor:
         """``mode``: ``"encoder"`` (official, default) or ``"latent"``."""
         return cls(G, encoder.cfg.feature_layer, batch_size, encoder, mode, encoder.cfg.feature_insert)
 
@@ -111,14 +111,14 @@ class Editor:
         wplus_parts, f_parts = [], []
         for i in range(0, B, self.batch_size):
             sl = slice(i, i + self.batch_size)
+            chunk = inversion.select(sl)
             if "w" in parts:
                 parts["w"].append(resize_square(G.synthesis(w_edit[sl]), size))
             if through_encoder:
-                codes = type(inversion.codes)(*(None if c is None else c[sl] for c in inversion.codes))
-                moved = self.encoder.decode(codes, delta[sl])   # w+ and f computed again from w + delta
+                moved = self.encoder.decode(chunk.codes, delta[sl])   # w+ and f computed again from w + delta
                 wplus_edit, f_moved = moved.wplus, moved.f
             else:
-                wplus_edit, f_moved = inversion.wplus[sl] + delta[sl], (None if inversion.f is None else inversion.f[sl])
+                wplus_edit, f_moved = chunk.wplus + delta[sl], chunk.f
             wplus_parts.append(wplus_edit)
             if "wplus" in parts or want_f:
                 image, g_edit = G.synthesis(wplus_edit, feature_layer=self.feature_layer, return_features=True)
@@ -126,7 +126,7 @@ class Editor:
                     parts["wplus"].append(resize_square(image, size))
             if want_f:
                 base = g_base[sl] if g_base is not None else \
-                    G.synthesis(inversion.wplus[sl], feature_layer=self.feature_layer, return_features=True)[1]
+                    G.synthesis(chunk.wplus, feature_layer=self.feature_layer, return_features=True)[1]
                 f_edit = f_moved + (g_edit - base)   # exactly f when the edit is 0
                 f_parts.append(f_edit)
                 parts["f"].append(resize_square(

@@ -15,8 +15,8 @@ and e4e's latent editing consistency (edit, re-invert, edit back, compare).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd

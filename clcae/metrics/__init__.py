@@ -9,8 +9,17 @@ accuracy (:mod:`.probe`) and runtime (:mod:`.runtime`).
 Nothing here imports ``clcae.worlds``: judges (identity nets, feature nets) are passed in as
 tensors or callables.
 """
-from clcae.metrics.registry import (IMAGE_METRIC_MODULES, Metric, MetricUnavailable, UnknownMetricError, compute,
-                                    get_metric, is_valid_metric, list_metrics, register_metric)
+from clcae.metrics.registry import (
+                                    IMAGE_METRIC_MODULES,
+                                    Metric,
+                                    MetricUnavailable,
+                                    UnknownMetricError,
+                                    compute,
+                                    get_metric,
+                                    is_valid_metric,
+                                    list_metrics,
+                                    register_metric,
+)
 
 __all__ = ["IMAGE_METRIC_MODULES", "Metric", "MetricUnavailable", "UnknownMetricError", "compute", "get_metric",
            "is_valid_metric", "list_metrics", "register_metric"]

@@ -46,7 +46,7 @@ def _missing(alexnet: str | os.PathLike | None, how_to_point: str) -> str | None
     wherever the stage runs."""
     trunk, linear = _trunk_path(alexnet), lpips_linear_path()
     linear_note = "" if linear.is_file() else \
-        f" LPIPS's own linear weights (weights/v0.1/alex.pth in the lpips package) are missing too: reinstall lpips."
+        " LPIPS's own linear weights (weights/v0.1/alex.pth in the lpips package) are missing too: reinstall lpips."
     if not trunk.is_file():
         cache = trunk == torchvision_cache(ALEXNET_FILE)
         given = f"torchvision's cache, torch.hub.get_dir()/checkpoints/{ALEXNET_FILE}" if cache else f"the file {trunk}"

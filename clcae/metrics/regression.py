@@ -4,7 +4,7 @@ Moved from the procfaces world CNN; the attribute names are now the caller's.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clcae.io import CheckpointError, read_checkpoint, read_state_dict, save_torch
-from clcae.nets.irse import infer_body, load_state_strict
+from clcae.io import CheckpointError, load_state_strict, read_checkpoint, read_state_dict, save_torch
+from clcae.nets.irse import infer_body
 from clcae.nets.psp import Centred, FeaturePyramid, Map2Style, check_pyramid_sizes
 
 

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clcae.io import CheckpointError, read_checkpoint, save_torch
-from clcae.nets.irse import infer_body, load_state_strict
+from clcae.io import CheckpointError, load_state_strict, read_checkpoint, save_torch
+from clcae.nets.irse import infer_body
 from clcae.nets.psp import Centred, FeaturePyramid, Map2Style, check_pyramid_sizes
 from clcae.nets.stylegan2 import FEATURE_INSERTS, Generator, generator_from_state
 
@@ -106,7 +106,7 @@ class EncoderConfig:
         return int(math.log2((self.image_size // 4) // self.f_size))
 
     @classmethod
-    def from_generator(cls, G: Generator, image_size: int, **kw) -> "EncoderConfig":
+    def from_generator(cls, G: Generator, image_size: int, **kw) -> EncoderConfig:
         """style_dim, n_latent and the F shape read off ``G`` (at ``feature_layer``, default 5)."""
         layer = kw.pop("feature_layer", 5)
         c, h, _ = G.feature_shape(layer)
@@ -259,14 +259,10 @@ class CLCAEEncoder(Centred):
             wplus = self.w_avg + dw  # pSp: w+_0 = w
             if shift is not None:
                 wplus = torch.cat([wplus[:, :1], wplus[:, 1:] + shift[:, 1:]], 1)
-        elif shift is None:
-            q = w_off[:, None]  # [B, 1, D]
-            refine = torch.cat([block(q, dw[:, i:i + 1]) for i, block in enumerate(self.w_blocks)], 1)  # [B, N, D]
-            wplus = w[:, None] + refine
         else:
-            q = w_off[:, None] + shift  # [B, N, D]: layer i's query
+            q = w_off[:, None].expand_as(dw) if shift is None else w_off[:, None] + shift  # [B, N, D]: layer i's query
             refine = torch.cat([block(q[:, i:i + 1], dw[:, i:i + 1]) for i, block in enumerate(self.w_blocks)], 1)
-            wplus = q + self.w_avg + refine
+            wplus = q + self.w_avg + refine  # [B, N, D]
         f = None
         if self.f_head is not None:
             t3 = codes.t3
@@ -343,9 +339,8 @@ def check_compatible(encoder: nn.Module, G: Generator) -> None:
         elif G.feature_shape(cfg.feature_layer) != want:
             problems.append(f"F layer {cfg.feature_layer} shape [C, H, W]: encoder {list(want)}, "
                             f"generator {list(G.feature_shape(cfg.feature_layer))}")
-        elif cfg.feature_insert == "next_conv" and cfg.feature_layer == G.num_layers:
-            problems.append(f"feature_layer {cfg.feature_layer} is the generator's last conv layer: with "
-                            f"feature_insert 'next_conv' no conv follows it, so f would never be used")
+        elif problem := G.feature_insert_problem(cfg.feature_layer, cfg.feature_insert):
+            problems.append(problem)
     if problems:
         raise ValueError("encoder and generator do not fit: " + "; ".join(problems))
 
@@ -449,7 +444,7 @@ def convert_official_encoder(state: dict, source: str = "<state dict>") -> dict:
         if key == "latent_avg":
             out["w_avg"] = value.reshape(-1)
             continue
-        for old, new in _RENAMES:
+        for old, new in _RENAMES:  # noqa: B007 (new is used after the break)
             if key.startswith(old):
                 rest = key[len(old):]
                 break
@@ -484,7 +479,7 @@ def official_key(key: str) -> str:
     """Our state-dict key -> the official one it comes from (q/k/v name their packed in_proj_*)."""
     if key == "w_avg":
         return "latent_avg"
-    for old, new in _RENAMES:
+    for old, new in _RENAMES:  # noqa: B007 (old is used after the break)
         if key.startswith(new):
             rest = key[len(new):]
             break

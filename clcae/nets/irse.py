@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clcae.io import CheckpointError, read_state_dict
+from clcae.io import CheckpointError, load_state_strict, read_state_dict
 
 # units per stage; each stage halves the resolution in its first unit
 UNITS = {
@@ -173,7 +173,7 @@ class IDEncoder(nn.Module):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "IDEncoder":
+    def train(self, mode: bool = True) -> IDEncoder:
         return super().train(False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -218,22 +218,6 @@ def infer_backbone_config(state: dict, source: str = "<state dict>") -> dict:
         raise CheckpointError(f"{source}: {key} has {flat} inputs, not 8 * width * side**2 for width {cfg['width']}")
     cfg.update(input_size=16 * side, embed_dim=int(embed_dim), affine="output_layer.4.weight" in state)
     return cfg
-
-
-def load_state_strict(module: nn.Module, state: dict, source: str) -> None:
-    """load_state_dict(strict=True) whose error names the file and the key differences."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
-             for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        def show(keys):
-            return f"{len(keys)} {keys[:6]}" + (" ..." if len(keys) > 6 else "")
-        raise CheckpointError(f"{source}: state dict does not fit {type(module).__name__}: "
-                              f"missing keys {show(missing)}; unexpected keys {show(unexpected)}; "
-                              f"shape mismatches {show(wrong)}")
-    module.load_state_dict(state, strict=True)
 
 
 def load_arcface(path: str | os.PathLike, device: str | torch.device = "cpu", trust: bool | None = None) -> Backbone:

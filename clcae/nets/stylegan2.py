@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -320,6 +320,13 @@ class Generator(nn.Module):
             return torch.randn(ref.shape[0], 1, res, res, device=ref.device, dtype=ref.dtype)
         return None
 
+    def feature_insert_problem(self, feature_layer: int, feature_insert: str) -> str | None:
+        """Why f given at ``feature_layer`` would have no effect, or None."""
+        if feature_insert == "next_conv" and feature_layer == self.num_layers:
+            return (f"feature_layer {feature_layer} is the generator's last conv layer: with feature_insert "
+                    f"'next_conv' no conv follows it, so f would never be used")
+        return None
+
     def synthesis(self, wplus: torch.Tensor, noise_mode: str = "const", feature: torch.Tensor | None = None,
                   feature_layer: int = 5, return_features: bool = False, feature_blend: float = 1.0,
                   feature_insert: str = "next_conv"):
@@ -345,9 +352,8 @@ class Generator(nn.Module):
             if feature is not None and tuple(feature.shape[1:]) != expected:
                 raise ValueError(f"feature for layer {feature_layer} must be [B, {', '.join(map(str, expected))}], "
                                  f"got {list(feature.shape)}")
-            if feature is not None and feature_insert == "next_conv" and feature_layer == self.num_layers:
-                raise ValueError(f"feature_layer {feature_layer} is the last conv layer: with feature_insert "
-                                 f"'next_conv' no conv follows it, so f would never be used")
+            if feature is not None and (problem := self.feature_insert_problem(feature_layer, feature_insert)):
+                raise ValueError(problem)
         captured = None
 
         def at_layer(layer: int, own: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

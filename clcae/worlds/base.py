@@ -92,7 +92,7 @@ class World(ABC):
             out["attributes"] = self.attributes(x)
         return out
 
-    def to(self, device: str | torch.device) -> "World":
+    def to(self, device: str | torch.device) -> World:
         self.device = torch.device(device)
         for judge in self.judges():
             judge.to(self.device)

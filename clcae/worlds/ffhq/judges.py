@@ -20,12 +20,10 @@ from clcae.config import InputError
 from clcae.data import resize
 from clcae.io import CheckpointError, read_checkpoint
 from clcae.metrics import lpips as metrics_lpips
-from clcae.metrics.lpips import (ALEXNET_FILE, ALEXNET_URL, lpips_distance, lpips_linear_path,  # noqa: F401 (re-exported)
-                                 torchvision_cache)
+from clcae.metrics.lpips import ALEXNET_FILE, ALEXNET_URL, lpips_distance, lpips_linear_path, torchvision_cache  # noqa: F401 (re-exported)
 from clcae.worlds.base import freeze
 
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
-INCEPTION_URL = f"https://download.pytorch.org/models/{INCEPTION_FILE}"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -22,8 +22,14 @@ from clcae.nets.irse import IDEncoder, load_arcface
 from clcae.worlds.base import World, check_images, freeze
 from clcae.worlds.ffhq.assets import require
 from clcae.worlds.ffhq.folders import drop_undecodable, skip_files
-from clcae.worlds.ffhq.judges import (INCEPTION_FILE, load_attribute_classifier, load_inception, load_lpips_alex,
-                                      lpips_distance, torchvision_cache)
+from clcae.worlds.ffhq.judges import (
+    INCEPTION_FILE,
+    load_attribute_classifier,
+    load_inception,
+    load_lpips_alex,
+    lpips_distance,
+    torchvision_cache,
+)
 
 SIZE = 256
 
@@ -48,7 +54,7 @@ class FFHQWorld(World):
         self.assets_report = Path(assets_report) if assets_report else None
 
     @classmethod
-    def from_params(cls, params) -> "FFHQWorld":
+    def from_params(cls, params) -> FFHQWorld:
         cfg = params.ffhq
         arcface = require("arcface", cfg.arcface)   # missing or an HTML page: what to fetch, and where
         inception = Path(cfg.inception) if cfg.inception else torchvision_cache(INCEPTION_FILE)

@@ -17,7 +17,7 @@ import torch
 
 from clcae.config import Params
 from clcae.distributed import stage_device
-from clcae.io import atomic_path, save_image_grid, save_json
+from clcae.io import atomic_path, save_csv, save_image_grid, save_json
 from clcae.nets.stylegan2 import load_generator
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.quality import generator_quality
@@ -57,7 +57,6 @@ def run(params: Params) -> dict:
     save_image_grid(test_images[:64], report / "test_samples.png")
     metrics = {"world_cnn": cnn_metrics, "generator": {k: v for k, v in quality.items() if k != "attribute_spread"}}
     spread = pd.DataFrame(quality["attribute_spread"]).T
-    with atomic_path(report / "generator_attributes.csv") as tmp:
-        spread.to_csv(tmp, index_label="attribute", float_format="%.4f")
+    save_csv(spread, report / "generator_attributes.csv", index_label="attribute", float_format="%.4f")
     save_json(metrics, report / "metrics.json")
     return metrics

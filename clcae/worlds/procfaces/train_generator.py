@@ -35,12 +35,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from clcae.images import gaussian_blur
 from clcae.config import ClcaeError
+from clcae.images import gaussian_blur
 from clcae.io import save_image_grid, save_json
 from clcae.metrics.psnr import batch_psnr
-from clcae.nets.stylegan2 import (ROSINALITY_LR_MLP, Discriminator, Generator, estimate_latent_avg, load_generator,
-                                  rosinality_state_dict, save_generator)
+from clcae.nets.stylegan2 import (
+    ROSINALITY_LR_MLP,
+    Discriminator,
+    Generator,
+    estimate_latent_avg,
+    load_generator,
+    rosinality_state_dict,
+    save_generator,
+)
 from clcae.training import PROJECT_ROOT, ResumePoint, StopOnSignal, check_finite, code_signature, lr_at, set_lr
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.quality import generator_quality, sample_images, train_images
@@ -107,7 +114,7 @@ CODE = ("clcae/worlds/procfaces", "clcae/nets/stylegan2.py", "clcae/images.py", 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def autocast(cfg: "GeneratorTrainConfig", device: torch.device):
+def autocast(cfg: GeneratorTrainConfig, device: torch.device):
     """The forward-pass precision context of ``cfg.amp``."""
     dtype = AMP_DTYPES[cfg.amp]
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
@@ -163,7 +170,7 @@ class GeneratorLoss:
     weighs the same. ``sharp_teachers``, when given, take over the perceptual term.
     """
 
-    def __init__(self, cfg: "GeneratorTrainConfig", teachers: list[WorldCNN] = (),
+    def __init__(self, cfg: GeneratorTrainConfig, teachers: list[WorldCNN] = (),
                  sharp_teachers: list[WorldCNN] = ()):
         if not teachers and (cfg.perceptual_weight or cfg.attribute_weight):
             raise ValueError("perceptual_weight / attribute_weight need a teacher world CNN")

@@ -62,7 +62,7 @@ class ProcFacesWorld(World):
         self._train: ShardImages | None = None  # opened once, on first use
 
     @classmethod
-    def from_params(cls, params) -> "ProcFacesWorld":
+    def from_params(cls, params) -> ProcFacesWorld:
         out = Path(params.world.out_dir)
         path = out / "world_cnn.pt"
         if not path.is_file():

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -85,7 +84,7 @@ class WorldCNNConfig:
                 raise ValueError(f"WorldCNNConfig.{key} must be in [0, 1], got {getattr(self, key)}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WorldCNNConfig":
+    def from_dict(cls, d: dict) -> WorldCNNConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

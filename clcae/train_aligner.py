@@ -17,32 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from clcae.config import ConfigError
-from clcae.distributed import all_reduce_mean, barrier, cleanup_distributed, init_distributed, is_main_process
+from clcae.distributed import barrier, cleanup_distributed, init_distributed, is_main_process
 from clcae.images import to_float
 from clcae.io import save_json
 from clcae.losses import InfoNCELoss, retrieval_topk
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
 from clcae.shards import batch_loader, open_pairs, pairs_manifest
-from clcae.training import (
-    BatchSchedule,
-    LiveLog,
-    ResumePoint,
-    StopOnSignal,
-    check_finite,
-    lr_at,
-    rank_rng_states,
-    seed_rank_stream,
-    set_lr,
-    set_rank_rng_state,
-    stage_code_signature,
-)
+from clcae.training import BatchSchedule, Loop, ResumePoint, fit, lr_at, restore, seed_rank_stream, stage_code_signature
 
 
 def aligner_config(cfg, image_size: int, style_dim: int) -> AlignerConfig:
@@ -100,65 +86,36 @@ def _train(params, cfg, seed, rank, world_size, device) -> dict:
     model.set_averages(stats["image_avg"], stats["w_avg"])
     seed_rank_stream(seed, rank)   # one init for all ranks, then each rank its own dropout masks
     model.to(device).train()
-    net = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = InfoNCELoss(cfg.lambda_i2w, gather=True,
-                          max_logit_scale=None if cfg.logit_cap is None else math.log(cfg.logit_cap))
     out, report = Path(cfg.out_dir), Path(cfg.report_dir)
     point = ResumePoint(out / RESUME_FILE, run_signature(params, world_size))
-    state = point.load() or {}  # on the CPU: load_state_dict copies to the model's device
-    step, seconds = state.get("step", 0), state.get("seconds", 0.0)
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        set_rank_rng_state(state["rng"], device)
-        if is_main_process():
-            print(f"train_aligner: resuming at step {step} from {point.path}", flush=True)
+    resumed = restore(point, model, opt, device, who="train_aligner")
+    net = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    loss_fn = InfoNCELoss(cfg.lambda_i2w, gather=True,
+                          max_logit_scale=None if cfg.logit_cap is None else math.log(cfg.logit_cap))
     schedule = BatchSchedule(n_train, cfg.batch_size, seed)
-    hold_images, hold_w = pairs.take(n_train, len(pairs))   # scored every eval_every steps: kept in memory
-    log = LiveLog(report / "live", rows=state.get("history", []), enabled=is_main_process())
-    start = time.perf_counter() - seconds
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    hold_images, hold_w = pairs.take(n_train, len(pairs))   # scored at each logged step: kept in memory
     retrieval = {}
 
-    def save() -> None:  # every rank calls it: the RNG states are gathered
-        rngs = rank_rng_states(device)
-        if is_main_process():
-            point.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "seconds": time.perf_counter() - start, "rng": rngs, "history": log.rows})
+    def step_loss(batch, step: int):
+        images_u8, w = batch
+        x = to_float(images_u8.to(device, non_blocking=True))   # uint8 (pinned) over the bus, then float
+        h_image, h_latent, logit_scale = net(x, w.to(device, non_blocking=True))
+        loss = loss_fn(h_image.float(), h_latent.float(), logit_scale)
+        return loss, {"loss": loss}
 
-    # rows rank::world_size of each step's global batch; workers start here, before the stop-signal handlers
-    batches = iter(batch_loader(pairs, schedule, step, cfg.steps, rank, world_size, workers=cfg.loader_workers,
-                                pin_memory=device.type == "cuda"))
-    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main_process(), desc="aligner")
-    with StopOnSignal(device) as stop, bar:  # the bar closes before an interruption's message
-        for images_u8, w in batches:
-            x = to_float(images_u8.to(device, non_blocking=True))   # uint8 (pinned) over the bus, then float
-            set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, FINAL_LR_FRAC))
-            with autocast:
-                h_image, h_latent, logit_scale = net(x, w.to(device, non_blocking=True))
-                loss = loss_fn(h_image.float(), h_latent.float(), logit_scale)
-            check_finite(loss, step, "train_aligner InfoNCE loss")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                logged_loss = all_reduce_mean(loss.detach()).item()  # collective: every rank, eval steps only
-                if is_main_process():
-                    retrieval = retrieval_topk(*embed_pairs(model, hold_images, hold_w, device))
-                    log.log(step, {"train/loss": logged_loss, "train/temperature": 1 / model.logit_scale.exp().item(),
-                                   "train/lr": opt.param_groups[0]["lr"],
-                                   "train/minutes": (time.perf_counter() - start) / 60,
-                                   **{f"holdout/{k}": v for k, v in retrieval.items()}})
-                    bar.set_postfix(loss=f"{logged_loss:.3f}", top1=f"{retrieval['i2w_top1']:.3f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save()
-            if stop.requested() and step < cfg.steps:
-                save()
-                barrier()  # rank 0 has written the resume point before any rank exits
-                raise stop.interrupted("train_aligner", step, point.path)
+    def log_extra(step: int) -> dict:
+        retrieval.update(retrieval_topk(*embed_pairs(model, hold_images, hold_w, device)))
+        return {"train/temperature": 1 / model.logit_scale.exp().item(),
+                **{f"holdout/{k}": v for k, v in retrieval.items()}}
+
+    loop = Loop("train_aligner", model, opt, point, cfg.steps, device, step_loss=step_loss, live_dir=report / "live",
+                # rows rank::world_size of each step's global batch
+                batches=lambda start: batch_loader(pairs, schedule, start, cfg.steps, rank, world_size,
+                                                   workers=cfg.loader_workers, pin_memory=device.type == "cuda"),
+                lr=lambda step: lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, FINAL_LR_FRAC),
+                log_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, log_extra=log_extra)
+    step, seconds, log = fit(loop, resumed)
     barrier()
     if not is_main_process():
         return {}
@@ -167,7 +124,7 @@ def _train(params, cfg, seed, rank, world_size, device) -> dict:
     save_aligner(model.cpu(), out / "aligner.pt", steps=step)
     metrics = {**retrieval, "temperature": 1 / model.logit_scale.exp().item(), "holdout_pairs": len(hold_w),
                "train_pairs": n_train, "steps": step, "world_size": world_size,
-               "minutes": round((time.perf_counter() - start) / 60, 2), "device": str(device)}
+               "minutes": round(seconds / 60, 2), "device": str(device)}
     save_json(metrics, report / "metrics.json")
     log.end()
     point.remove()  # finished: a rerun (dvc repro -f, new code or data) starts from scratch

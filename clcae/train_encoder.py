@@ -20,11 +20,9 @@ when interrupted (SIGTERM / Ctrl-C save a resume point); a finished run removes 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from clcae.config import ConfigError, EncoderTrainConfig, InputError
 from clcae.data import ImageSet, unreadable_files
@@ -35,7 +33,6 @@ from clcae.distributed import (
     init_distributed,
     is_main_process,
     replicas_identical,
-    same_on_all_ranks,
 )
 from clcae.images import to_float, to_uint8
 from clcae.inversion import average_image, invert, load_any_aligner, load_any_encoder, render
@@ -49,15 +46,12 @@ from clcae.shards import ImageBatches, batch_loader
 from clcae.training import (
     BatchSchedule,
     EpochPlateau,
-    LiveLog,
+    Loop,
     ResumePoint,
-    StopOnSignal,
-    check_finite,
+    fit,
     lr_at,
-    rank_rng_states,
+    restore,
     seed_rank_stream,
-    set_lr,
-    set_rank_rng_state,
     stage_code_signature,
 )
 from clcae.worlds import World, load_world
@@ -233,17 +227,7 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     point = ResumePoint(out / RESUME_FILE, run_signature(params, cfg, world_size, data))
     plateau = (EpochPlateau(opt, schedule.per_epoch, cfg.plateau_patience, cfg.plateau_factor, all_reduce_mean)
                if cfg.lr_schedule == "plateau" else None)
-    state = point.load() or {}
-    step, seconds = state.get("step", 0), state.get("seconds", 0.0)
-    if state:
-        encoder.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        set_rank_rng_state(state["rng"], device)
-        if plateau is not None:
-            plateau.load_state_dict(state["plateau"])
-    if not same_on_all_ranks(step, device):
-        raise InputError(f"{point.path}: the ranks found different resume points; resume points must be on a "
-                         f"filesystem every rank reads (or delete {point.path.parent} to start over)")
+    resumed = restore(point, encoder, opt, device, plateau, who=f"train_encoder@{variant}")
     net = encoder
     if world_size > 1:  # after the resume: DDP starts every replica from rank 0's weights
         if device.type == "cuda":
@@ -252,59 +236,32 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     if cfg.compile:   # after DDP, as nanoGPT: DDP's buckets split the graph so all-reduce overlaps backward
         net = torch.compile(net)
     step_fn = TrainStep(net, G, loss_fn, cfg, image_size, schedule.per_epoch)
-    log = LiveLog(report / "live", rows=state.get("history", []), enabled=is_main_process())
-    start = time.perf_counter() - seconds
-
-    def save_point() -> None:  # every rank calls it: the RNG states are gathered
-        rngs = rank_rng_states(device)
-        if is_main_process():
-            point.save({"step": step, "seconds": time.perf_counter() - start, "model": encoder.state_dict(),
-                        "opt": opt.state_dict(), "rng": rngs, "history": log.rows,
-                        "plateau": plateau.state_dict() if plateau is not None else None})
-
     fixed = test_set.batch(torch.arange(min(8, len(test_set))))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main_process(), desc=f"encoder {variant}")
-    # rows rank::world of each step's global batch, read (decoded) ahead of the step by loader_workers
-    # processes; they start here, before the stop-signal handlers
-    batches = iter(batch_loader(ImageBatches(train_set), schedule, step, cfg.steps, rank, world_size,
-                                workers=cfg.loader_workers, pin_memory=device.type == "cuda"))
-    with StopOnSignal(device) as stop:
-        for images_u8 in batches:
-            x = to_float(images_u8.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
-            if plateau is None:
-                set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr_frac))
-            with autocast:
-                loss, terms = step_fn(x, step)
-            check_finite(terms, step, f"train_encoder@{variant}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if plateau is not None:
-                plateau.update(step, loss)
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                logged = {f"train/{k}": all_reduce_mean(v.detach().float()).item() for k, v in terms.items()}
-                logged["train/blend"] = step_fn.blend(step - 1)
-                logged["train/lr"] = opt.param_groups[0]["lr"]
-                logged["train/minutes"] = (time.perf_counter() - start) / 60
-                log.log(step, logged)
-                bar.set_postfix(loss=f"{logged['train/total']:.3f}")
-            if is_main_process() and step % cfg.sample_every == 0 and step < cfg.steps:
-                sample_grid(encoder, G, fixed, report / "samples.png")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_point()  # the last one too: an interruption while scoring resumes at the end
-            if stop.requested() and step < cfg.steps:
-                save_point()
-                barrier()
-                raise stop.interrupted(f"train_encoder@{variant}", step, point.path)
-    bar.close()
+
+    def step_loss(images_u8, step: int):
+        x = to_float(images_u8.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
+        return step_fn(x, step)
+
+    def after_step(step: int) -> None:
+        if step % cfg.sample_every == 0:
+            sample_grid(encoder, G, fixed, report / "samples.png")
+
+    loop = Loop(f"train_encoder@{variant}", encoder, opt, point, cfg.steps, device, step_loss=step_loss,
+                live_dir=report / "live",
+                # rows rank::world_size of each step's global batch, read (decoded) ahead by loader_workers processes
+                batches=lambda start: batch_loader(ImageBatches(train_set), schedule, start, cfg.steps, rank, world_size,
+                                                   workers=cfg.loader_workers, pin_memory=device.type == "cuda"),
+                lr=None if plateau is not None else
+                lambda step: lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr_frac),
+                plateau=plateau, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
+                log_extra=lambda step: {"train/blend": step_fn.blend(step - 1)}, after_step=after_step,
+                headline="total")
+    step, seconds, log = fit(loop, resumed)
     identical = replicas_identical(encoder)
     barrier()
     if not is_main_process():
         return {}
-    minutes = (time.perf_counter() - start) / 60
+    minutes = seconds / 60
     encoder.eval()
     sample_grid(encoder, G, fixed, report / "samples.png")
     n_test = min(cfg.test_images or len(test_set), len(test_set))

@@ -8,29 +8,10 @@ work; a finished run removes its resume point (or marks it ``complete``), so a r
 scratch. Resume points live in untracked folders (``<out_dir>/.resume/``, ignored by git), not in
 DVC outputs (``synthesize``'s shards are the exception: its ``persist`` output with a manifest).
 
-A training loop with resume, whole curves and signal handling::
-
-    sig = {"params": params_dict, "data": pairs_manifest(pairs_dir), "code": stage_code_signature("train_x")}
-    point = ResumePoint(Path(cfg.out_dir) / ".resume" / "state.pt", sig)
-    state = point.load() or {}
-    step = state.get("step", 0)
-    if state:
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), set_rank_rng_state(state["rng"])
-    log = LiveLog(Path(cfg.report_dir) / "live", rows=state.get("history", []), enabled=is_main_process())
-    with StopOnSignal() as stop:
-        while step < cfg.steps:
-            set_lr(opt, lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, final_frac=0.01))
-            loss = ...; check_finite(loss, step, "train_x loss"); ...; step += 1
-            if step % cfg.log_every == 0:
-                log.log(step, {"train/loss": loss.item()})
-            save = lambda: point.save({"step": step, "model": ..., "opt": ..., "rng": rank_rng_states(),  # collective
-                                       "history": log.rows})
-            if step % cfg.checkpoint_every == 0:
-                save()
-            if stop.requested():
-                save()
-                raise stop.interrupted("train_x", step, point.path)
-    write_outputs(); log.end(); point.remove()
+Every trainer runs the one loop here: :func:`restore` loads a resume point (model, optimiser, each
+rank's RNG streams, an :class:`EpochPlateau`), then :func:`fit` runs the steps of a :class:`Loop`
+(learning rate, finite-loss check, backward and step, whole curves, checkpoints, stop signals) and
+the trainer writes its outputs, then ``log.end()`` and ``point.remove()``.
 """
 from __future__ import annotations
 
@@ -41,18 +22,29 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from clcae.config import ClcaeError, ConfigError
-from clcae.distributed import all_gather_objects, get_rank, is_distributed
+from clcae.config import ClcaeError, ConfigError, InputError
+from clcae.distributed import (
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    get_rank,
+    is_distributed,
+    is_main_process,
+    same_on_all_ranks,
+)
 from clcae.seeding import derive_seed
 
 __all__ = ["BatchSchedule", "ResumePoint", "TrainingInterrupted", "StopOnSignal", "LiveLog", "code_signature", "stage_code",
            "stage_code_signature", "rng_state", "set_rng_state", "seed_rank_stream", "rank_rng_states",
-           "set_rank_rng_state", "lr_at", "set_lr", "check_finite"]
+           "set_rank_rng_state", "lr_at", "set_lr", "check_finite", "Loop", "Resumed", "restore", "fit"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -437,3 +429,109 @@ def check_finite(loss, step: int, term: str) -> None:
     value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     if not math.isfinite(value):
         raise FloatingPointError(f"{term} step {step}: non-finite {value}")
+
+
+# ----------------------------------------------------------------------------- the training loop
+
+
+@dataclass
+class Resumed:
+    """Where a run starts: step 0 or an interrupted run's resume point."""
+    step: int = 0
+    seconds: float = 0.0       # training time before the interruption
+    history: list | None = None  # the curves' rows so far
+
+
+def restore(point: ResumePoint, model: torch.nn.Module, opt: torch.optim.Optimizer, device,
+            plateau: EpochPlateau | None = None, who: str = "") -> Resumed:
+    """Load ``point`` (if it serves this run) into the unwrapped ``model``, ``opt``, every rank's
+    RNG streams and ``plateau``; before DDP wraps the model. Raises when the ranks found different
+    resume points (each rank reads the file itself)."""
+    state = point.load() or {}  # on the CPU: load_state_dict copies to the model's device
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        set_rank_rng_state(state["rng"], device)
+        if plateau is not None:
+            plateau.load_state_dict(state["plateau"])
+    resumed = Resumed(state.get("step", 0), state.get("seconds", 0.0), state.get("history", []))
+    if not same_on_all_ranks(resumed.step, device):
+        raise InputError(f"{point.path}: the ranks found different resume points; resume points must be on a "
+                         f"filesystem every rank reads (or delete {point.path.parent} to start over)")
+    if state and is_main_process():
+        print(f"{who}: resuming at step {resumed.step} from {point.path}", flush=True)
+    return resumed
+
+
+@dataclass
+class Loop:
+    """One trainer's parts for :func:`fit`; ``step_loss(batch, step) -> (loss, {term: value})`` runs the
+    forward (DDP-wrapped where it must be), the terms are checked finite and logged mean over ranks."""
+    name: str                                     # messages and the progress bar, e.g. "train_encoder@clcae"
+    model: torch.nn.Module                        # the unwrapped model: what a resume point saves
+    opt: torch.optim.Optimizer
+    point: ResumePoint
+    steps: int
+    device: torch.device
+    batches: Callable[[int], Iterable]            # this rank's batches from a step on (starts loader workers)
+    step_loss: Callable
+    live_dir: Path                                # the dvclive curves (LiveLog)
+    lr: Callable[[int], float] | None = None      # the step's learning rate; None: ``plateau`` sets it
+    plateau: EpochPlateau | None = None
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    log_extra: Callable[[int], dict] | None = None   # more figures at each logged step (main process)
+    after_step: Callable[[int], None] | None = None  # e.g. a sample grid (main process, before the last step)
+    headline: str = "loss"                        # the term the progress bar shows
+
+
+def fit(loop: Loop, resumed: Resumed) -> tuple[int, float, LiveLog]:
+    """Run ``loop`` from ``resumed`` to ``loop.steps`` -> (step, training seconds, the curves' log).
+
+    At every ``checkpoint_every`` step and the last, and before a stop signal ends the run, every rank
+    saves (the RNG states are gathered; rank 0 writes). On CUDA the forward runs under bf16 autocast."""
+    step, model, opt, device = resumed.step, loop.model, loop.opt, loop.device
+    log = LiveLog(loop.live_dir, rows=resumed.history, enabled=is_main_process())
+    start = time.perf_counter() - resumed.seconds
+
+    def save() -> None:  # every rank calls it: the RNG states are gathered
+        rngs = rank_rng_states(device)
+        if is_main_process():
+            loop.point.save({"step": step, "seconds": time.perf_counter() - start, "model": model.state_dict(),
+                             "opt": opt.state_dict(), "rng": rngs, "history": log.rows,
+                             "plateau": loop.plateau.state_dict() if loop.plateau is not None else None})
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    batches = iter(loop.batches(step))  # loader workers start here, before the stop-signal handlers
+    bar = tqdm(total=loop.steps, initial=step, disable=not is_main_process(), desc=loop.name)
+    with StopOnSignal(device) as stop, bar:  # the bar closes before an interruption's message
+        for batch in batches:
+            if loop.lr is not None:
+                set_lr(opt, loop.lr(step))
+            with autocast:
+                loss, terms = loop.step_loss(batch, step)
+            check_finite(terms, step, loop.name)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if loop.plateau is not None:
+                loop.plateau.update(step, loss)
+            bar.update(1)
+            if step % loop.log_every == 0 or step == loop.steps:
+                logged = {f"train/{k}": all_reduce_mean(v.detach().float()).item() for k, v in terms.items()}
+                if is_main_process():  # collectives above, main-process work below
+                    logged["train/lr"] = opt.param_groups[0]["lr"]
+                    logged["train/minutes"] = (time.perf_counter() - start) / 60
+                    logged.update(loop.log_extra(step) if loop.log_extra is not None else {})
+                    log.log(step, logged)
+                    bar.set_postfix({loop.headline: f"{logged[f'train/{loop.headline}']:.3f}"})
+            if loop.after_step is not None and is_main_process() and step < loop.steps:
+                loop.after_step(step)
+            if step % loop.checkpoint_every == 0 or step == loop.steps:
+                save()  # the last one too: an interruption while writing the outputs resumes at the end
+            if stop.requested() and step < loop.steps:
+                save()
+                barrier()  # rank 0 has written the resume point before any rank exits
+                raise stop.interrupted(loop.name, step, loop.point.path)
+    return step, time.perf_counter() - start, log

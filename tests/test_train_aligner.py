@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import clcae.train_aligner as ta
+from clcae import training
 from clcae.config import ConfigError, Params, build
 from clcae.io import read_checkpoint
 from clcae.nets.aligner import load_aligner
@@ -74,19 +75,19 @@ def test_stage_writes_metrics_and_curves(uninterrupted):
 def test_crash_resumes_from_the_last_resume_point(tmp_path, monkeypatch, uninterrupted):
     params = tiny_params(tmp_path)
     synthesize_run(params)
-    real_check = ta.check_finite
+    real_check = training.check_finite
 
     def crash_at_step_6(loss, step, term):
         if step == 6:  # killed hard after the step-4 resume point, two steps into the next stretch
             raise KeyboardInterrupt
         real_check(loss, step, term)
 
-    monkeypatch.setattr(ta, "check_finite", crash_at_step_6)
+    monkeypatch.setattr(training, "check_finite", crash_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         ta.run(params)
     saved = read_checkpoint(tmp_path / "aligner" / ".resume" / "state.pt")  # weights-only
     assert saved["step"] == 4 and [row["step"] for row in saved["history"]] == [4]
-    monkeypatch.setattr(ta, "check_finite", real_check)
+    monkeypatch.setattr(training, "check_finite", real_check)
     shutil.rmtree(tmp_path / "ra" / "live")  # what DVC does to the curves before it reruns the stage
     resumed = ta.run(params)
     assert_same_weights(weights(tmp_path), uninterrupted["weights"])
@@ -101,21 +102,21 @@ def test_a_signal_saves_a_resume_point_and_the_resumed_run_matches(tmp_path, mon
                                                                   sig):
     params = tiny_params(tmp_path)
     synthesize_run(params)
-    real_check = ta.check_finite
+    real_check = training.check_finite
 
     def signal_at_step_5(loss, step, term):
         if step == 5:
             os.kill(os.getpid(), sig)  # the handler sets a flag; step 5 finishes, then the run stops
         real_check(loss, step, term)
 
-    monkeypatch.setattr(ta, "check_finite", signal_at_step_5)
+    monkeypatch.setattr(training, "check_finite", signal_at_step_5)
     with pytest.raises(TrainingInterrupted) as err:
         ta.run(params)
     assert err.value.exit_code == 128 + sig and "at step 6" in str(err.value) and "dvc repro" in str(err.value)
     saved = read_checkpoint(tmp_path / "aligner" / ".resume" / "state.pt")
     assert saved["step"] == 6 and [row["step"] for row in saved["history"]] == [4]
     assert signal.getsignal(sig) is not None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    monkeypatch.setattr(ta, "check_finite", real_check)
+    monkeypatch.setattr(training, "check_finite", real_check)
     shutil.rmtree(tmp_path / "ra" / "live")
     capsys.readouterr()
     ta.run(params)
@@ -127,17 +128,17 @@ def test_a_signal_saves_a_resume_point_and_the_resumed_run_matches(tmp_path, mon
 def test_new_code_or_params_never_resume_old_work(tmp_path, monkeypatch, capsys, uninterrupted):
     params = tiny_params(tmp_path)
     synthesize_run(params)
-    real_check = ta.check_finite
+    real_check = training.check_finite
 
     def crash_at_step_6(loss, step, term):
         if step == 6:
             raise KeyboardInterrupt
         real_check(loss, step, term)
 
-    monkeypatch.setattr(ta, "check_finite", crash_at_step_6)
+    monkeypatch.setattr(training, "check_finite", crash_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         ta.run(params)
-    monkeypatch.setattr(ta, "check_finite", real_check)
+    monkeypatch.setattr(training, "check_finite", real_check)
     real_code = ta.stage_code_signature
     monkeypatch.setattr(ta, "stage_code_signature", lambda stage: "edited " + real_code(stage))
     capsys.readouterr()

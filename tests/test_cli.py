@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_encoder import tiny_encoder, tiny_generator
+from test_encoder import tiny_encoder
+from tiny import tiny_generator
 
 from clcae.cli import main
 from clcae.editing import Direction, save_direction

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 import torch
-from test_encoder import tiny_encoder, tiny_generator
+from test_encoder import tiny_encoder
+from tiny import tiny_generator
 
 from clcae.data import resize_square
 from clcae.editing import (

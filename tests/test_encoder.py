@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from conftest import fixture_path
 from conftest import fixture_seeded_state as seeded_state
+from tiny import tiny_generator
 from torch import nn
 
 from clcae.io import CheckpointError
@@ -173,11 +174,6 @@ def test_attention_block_by_hand():
 
 SWITCHES = {"clcae": {}, "no_w_attention": {"w_attention": False}, "no_f_attention": {"f_attention": False},
             "psp": {"w_attention": False, "use_f": False}}
-
-
-def tiny_generator(size=32, style_dim=32):
-    torch.manual_seed(3)
-    return Generator(size, style_dim, 2, channels={4: 32, 8: 32, 16: 16, 32: 8, 64: 8}).eval()
 
 
 def tiny_encoder(G, image_size=64, **kw) -> CLCAEEncoder:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 import yaml
 from conftest import ROOT
@@ -357,8 +358,7 @@ def copy_untracked_sources(repo: Path) -> None:
 
 
 def curve_steps(repo: Path) -> list[int]:
-    rows = (repo / "reports/aligner/live/plots/metrics/holdout/i2w_top1.tsv").read_text().splitlines()[1:]
-    return [int(r.split("\t")[0]) for r in rows]
+    return tiny.curve_steps(repo / "reports/aligner")
 
 
 def aligner_weights(repo: Path) -> dict:

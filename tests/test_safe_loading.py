@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
 from clcae.config import stage_main
@@ -24,7 +25,7 @@ from clcae.io import (
 from clcae.nets.aligner import Aligner, AlignerConfig, load_aligner, load_official_aligner, save_aligner
 from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, load_encoder, load_official_encoder, save_encoder
 from clcae.nets.irse import Backbone, load_arcface
-from clcae.nets.stylegan2 import Generator, load_generator, save_generator
+from clcae.nets.stylegan2 import load_generator, save_generator
 from clcae.shards import load_pairs
 from clcae.worlds.procfaces.world_cnn import WorldCNN, load_world_cnn, save_world_cnn
 
@@ -52,7 +53,7 @@ def _no_trust_in_env(monkeypatch):
 
 
 def tiny_generator():
-    return Generator(32, 16, 2, channels={4: 16, 8: 16, 16: 8, 32: 8})
+    return tiny.tiny_generator(style_dim=16, seed=None).train()
 
 
 def tiny_aligner():

@@ -7,6 +7,7 @@ import signal
 
 import pytest
 import torch
+from tiny import curve_steps
 
 import clcae.train_aligner as ta
 from clcae import training
@@ -31,12 +32,6 @@ def tiny_params(tmp_path, steps=12):
                           "batch_size": 32, "steps": steps, "warmup_steps": 2, "holdout": 32, "eval_every": 4,
                           "checkpoint_every": 4, "out_dir": str(tmp_path / "aligner"),
                           "report_dir": str(tmp_path / "ra")}})
-
-
-def curve_steps(report_dir, name="holdout/i2w_top1") -> list[int]:
-    """The steps of one dvclive curve's rows."""
-    rows = (report_dir / "live" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()[1:]
-    return [int(r.split("\t")[0]) for r in rows]
 
 
 def weights(folder) -> dict:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import tiny
 import torch
 from conftest import ROOT
 from test_safe_loading import official_states
@@ -28,10 +29,7 @@ TINY_ENCODER = {"num_layers": 18, "width": 4, "heads": 2, "dropout": 0.0, "featu
 
 
 def tiny_generator() -> Generator:
-    torch.manual_seed(0)
-    G = Generator(32, 16, 2, channels={4: 16, 8: 16, 16: 8, 32: 8}).eval()
-    G.latent_avg.copy_(G.mapping(torch.randn(1000, 16)).mean(0))
-    return G
+    return tiny.tiny_generator(style_dim=16, seed=0, latent_avg=True)
 
 
 @pytest.fixture(scope="module")

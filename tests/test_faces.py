@@ -1,0 +1,96 @@
+"""FFHQ alignment and paste-back (clcae/faces) on real photographs that registry packages ship.
+
+The landmarks are MTCNN's (facenet-pytorch 2.5.3, its own code) on those photos, recorded in
+tests/data/faces/mtcnn_reference.json; ffhq_quads_from_mtcnn.json holds the FFHQ quads an
+independent implementation of the dataset's recipe computed from them."""
+import json
+import math
+
+import pytest
+import torch
+from conftest import ROOT
+
+from clcae.faces import align_face, ffhq_quad, paste_back
+from clcae.faces.align import _sample
+
+DATA = ROOT / "tests" / "data" / "faces"
+
+
+def reference(name: str) -> torch.Tensor:
+    return torch.tensor(json.loads((DATA / "mtcnn_reference.json").read_text())[name]["PIL"]["landmarks"],
+                        dtype=torch.float64)   # [faces, 5, 2]
+
+
+def astronaut() -> torch.Tensor:
+    skimage = pytest.importorskip("skimage")
+    return torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).contiguous()   # uint8 [3, 512, 512]
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper", "pair_astronaut_left_gracehopper_right"])
+def test_ffhq_quads_match_an_independent_implementation(name):
+    quads = json.loads((DATA / "ffhq_quads_from_mtcnn.json").read_text())
+    for k, lm in enumerate(reference(name)):
+        torch.testing.assert_close(ffhq_quad(lm), torch.tensor(quads[f"{name}[{k}]"]["quad"], dtype=torch.float64),
+                                   atol=1e-3, rtol=0)
+
+
+def test_quad_by_hand_for_an_upright_face():
+    # eyes 40 px apart at y = 100, mouth 40 px below their middle: x = (40, 0) - rot90((0, 40)) = (80, 0),
+    # scaled to max(2 * 40, 1.8 * 40) = 80; y = (0, 80); centre = (100, 100) + 0.1 * (0, 40)
+    lm = torch.tensor([[80.0, 100], [120, 100], [100, 120], [85, 140], [115, 140]])
+    expected = torch.tensor([[20.0, 24], [20, 184], [180, 184], [180, 24]], dtype=torch.float64)
+    torch.testing.assert_close(ffhq_quad(lm), expected)
+
+
+def test_landmarks_land_on_the_template_and_rotation_and_shift_give_the_same_crop():
+    photo, lm = astronaut(), reference("astronaut")[0]
+    crop, geo = align_face(photo, lm, 256)
+    assert crop.shape == (3, 256, 256) and crop.dtype == torch.uint8
+    template = geo.to_crop(lm)   # where the eyes and mouth corners land in the crop
+    assert template[1, 0] - template[0, 0] > 60 and abs(float(template[1, 1] - template[0, 1])) < 1   # level eyes
+    # the same photo turned by 15 degrees about a point and shifted: landmarks move exactly with it
+    angle = math.radians(15)
+    centre, shift = torch.tensor([256.0, 256.0], dtype=torch.float64), torch.tensor([17.0, -9.0], dtype=torch.float64)
+    rot = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=torch.float64)
+    to_turned = torch.cat([rot, (centre - rot @ centre + shift)[:, None]], 1)   # photo -> turned photo
+    turned = turn(photo, to_turned)
+    crop2, geo2 = align_face(turned, lm @ rot.T + to_turned[:, 2], 256)
+    torch.testing.assert_close(geo2.to_crop(lm @ rot.T + to_turned[:, 2]), template, atol=1e-6, rtol=0)
+    inner = (slice(None), slice(40, 216), slice(40, 216))   # the face, away from the turned photo's padding
+    diff = (crop[inner].double() - crop2[inner].double()).abs()
+    assert diff.mean() < 4.0, diff.mean()   # two bilinear resamplings of the same face
+
+
+def turn(photo: torch.Tensor, photo_to_turned: torch.Tensor) -> torch.Tensor:
+    """The photo resampled through an affine map (what a rotated, shifted shot of it would show)."""
+    inv = torch.linalg.inv(photo_to_turned[:, :2])
+    turned_to_photo = torch.cat([inv, -(inv @ photo_to_turned[:, 2:])], 1)
+    out = _sample(photo[None].double(), turned_to_photo, tuple(photo.shape[-2:]), "zeros")[0]
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def test_paste_back_of_the_crop_itself_changes_only_the_face_region():
+    photo, lm = astronaut(), reference("astronaut")[0]
+    crop, geo = align_face(photo, lm, 256)
+    pasted = paste_back(photo, crop, geo)
+    assert pasted.shape == photo.shape
+    ys, xs = torch.meshgrid(torch.arange(512) + 0.5, torch.arange(512) + 0.5, indexing="ij")
+    uv = geo.to_crop(torch.stack([xs, ys], -1).double()) / 256
+    outside = ((uv < 0) | (uv > 1)).any(-1)
+    assert torch.equal(pasted[:, outside], photo[:, outside])   # every pixel outside the quad unchanged
+    inside = (uv > 0.2).all(-1) & (uv < 0.8).all(-1)
+    assert (pasted[:, inside].double() - photo[:, inside].double()).abs().mean() < 3.0   # resampled twice
+
+
+def test_paste_back_of_an_edit_moves_pixels_inside_only_and_bad_input_is_named():
+    photo, lm = astronaut(), reference("astronaut")[0]
+    crop, geo = align_face(photo, lm, 64)
+    pasted = paste_back(photo, 255 - crop, geo)
+    ys, xs = torch.meshgrid(torch.arange(512) + 0.5, torch.arange(512) + 0.5, indexing="ij")
+    uv = geo.to_crop(torch.stack([xs, ys], -1).double()) / 64
+    centre = (uv > 0.3).all(-1) & (uv < 0.7).all(-1)
+    assert (pasted[:, centre].double() - photo[:, centre].double()).abs().mean() > 40
+    with pytest.raises(ValueError, match=r"landmarks must be \[5, 2\]"):
+        align_face(photo, lm[:4], 64)
+    with pytest.raises(ValueError, match=r"photo must be \[3, H, W\]"):
+        align_face(photo[0], lm, 64)

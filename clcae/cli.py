@@ -4,6 +4,7 @@
     clcae edit photo.jpg --direction smile --strength 3 --out out/
     clcae edit photo.jpg --direction smile --direction yaw --sweep -3 3 7 --out out/
     clcae directions                                   the directions this world has
+    clcae align photo.jpg more/*.png --out aligned/    each face's FFHQ crop and its transform
     clcae serve                                        a local web page (http://127.0.0.1:7860)
 
 Defaults come from ``params.yaml`` (``--params``) and the pipeline's outputs: the generator
@@ -187,6 +188,52 @@ def first_n(inversion, i: int, repeat: int):
     return inversion.select(torch.arange(i).repeat_interleave(repeat))
 
 
+def cmd_align(args) -> int:
+    """Every face of every photo: ``<stem>_face<K>.png`` (the FFHQ crop, faces numbered left to right)
+    and ``<stem>_faces.json`` (per face: box, probability, landmarks, quad, crop -> photo matrix).
+    A photo without a face is named and counted in the exit code, like an unreadable one."""
+    import json
+
+    from clcae.faces import FaceDetector, align_face
+    from clcae.io import save_text
+    from clcae.photos import decode_photo
+
+    detector, out = FaceDetector(args.min_prob), Path(args.out)
+    failed, faces_written = 0, 0
+    paths = [Path(p) for p in args.images]
+    for path, stem in zip(paths, unique_stems(paths)):
+        try:
+            photo, notes = decode_photo(path)
+        except ClcaeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        faces = detector(photo)
+        if args.face is not None:
+            faces = faces[args.face:args.face + 1]
+        if not faces:
+            which = f"no face {args.face}" if args.face is not None else "no face found"
+            print(f"error: {path}: {which} (MTCNN, probability >= {args.min_prob}); skipped", file=sys.stderr)
+            failed += 1
+            continue
+        records = []
+        for k, face in enumerate(faces):
+            k = args.face if args.face is not None else k
+            crop, geo = align_face(photo, face.landmarks, args.size)
+            save_png(crop, out / f"{stem}_face{k}.png")
+            records.append({"face": k, "file": f"{stem}_face{k}.png", "prob": face.prob,
+                            "box": face.box.tolist(), "landmarks": face.landmarks.tolist(),
+                            "quad": geo.quad.tolist(), "size": args.size,
+                            "crop_to_photo": geo.crop_to_photo.tolist()})
+        save_text(json.dumps({"photo": str(path), "photo_size": list(photo.shape[-2:]), "notes": notes,
+                              "faces": records}, indent=1), out / f"{stem}_faces.json")
+        faces_written += len(records)
+        print(f"{path.name:<28} {len(records)} face{'s' if len(records) != 1 else ''} -> "
+              f"{', '.join(r['file'] for r in records)}" + (f"  ({'; '.join(notes)})" if notes else ""))
+    print(f"{faces_written} faces from {len(paths) - failed} photos aligned into {out}, {failed} failed")
+    return failed
+
+
 def cmd_directions(args, models: Models) -> int:
     directions = models.directions()
     print(f"{'direction':<20} {'layers':<8} {'strength':>8}  {'edits':<12} source")
@@ -222,6 +269,12 @@ def parser() -> argparse.ArgumentParser:
     ed.add_argument("--sweep", nargs=3, type=float, metavar=("FROM", "TO", "N"), help="a strip of N strengths")
     ed.add_argument("--out", required=True)
     sub.add_parser("directions", help="list the directions of the current world")
+    al = sub.add_parser("align", help="find each face (MTCNN) and write its FFHQ-aligned crop and transform")
+    al.add_argument("images", nargs="+")
+    al.add_argument("--out", required=True)
+    al.add_argument("--size", type=int, default=256, help="the crop's side (default 256: the paper encoder's input)")
+    al.add_argument("--face", type=int, help="only face K (numbered left to right from 0)")
+    al.add_argument("--min-prob", type=float, default=0.9, help="MTCNN's face probability to keep (default 0.9)")
     web = sub.add_parser("serve", help="a local web page: upload, W / W+ / F side by side, a slider per direction")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=7860)
@@ -242,6 +295,8 @@ def cmd_serve(args, models: Models) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command == "align":   # needs no generator or encoder
+            return min(cmd_align(args), 100)
         models = Models(args)
         if args.command == "serve":   # a server, not one batch: its handlers take inference mode themselves
             return cmd_serve(args, models)

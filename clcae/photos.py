@@ -52,6 +52,19 @@ def _to_rgb(im) -> tuple[object, list[str]]:
 
 def load_photo(path: str | os.PathLike, size: int) -> tuple[torch.Tensor, list[str]]:
     """uint8 ``[3, size, size]`` and the notes (orientation, conversions, crop, resize)."""
+    image, notes = decode_photo(path)
+    h, w = image.shape[-2:]
+    if h != w:
+        image = centre_crop(image)
+        notes.append(f"centre-cropped {w}x{h} to {min(h, w)}x{min(h, w)}")
+    if image.shape[-1] != size:
+        notes.append(f"resized {image.shape[-1]} to {size} (antialiased)")
+        image = resize_u8(image[None], size)[0]
+    return image, notes
+
+
+def decode_photo(path: str | os.PathLike) -> tuple[torch.Tensor, list[str]]:
+    """The whole photo, uint8 ``[3, H, W]`` upright RGB, and the notes (orientation, conversions)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -70,16 +83,7 @@ def load_photo(path: str | os.PathLike, size: int) -> tuple[torch.Tensor, list[s
         raise PhotoError(f"{path}: not an image PIL can read") from None
     except (OSError, ValueError, SyntaxError) as e:     # truncated or corrupt data
         raise PhotoError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
-    image = torch.from_numpy(arr.copy()).permute(2, 0, 1)   # [3, H, W]
-    h, w = image.shape[-2:]
-    notes += conversions
-    if h != w:
-        image = centre_crop(image)
-        notes.append(f"centre-cropped {w}x{h} to {min(h, w)}x{min(h, w)}")
-    if image.shape[-1] != size:
-        notes.append(f"resized {image.shape[-1]} to {size} (antialiased)")
-        image = resize_u8(image[None], size)[0]
-    return image, notes
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1), notes + conversions   # [3, H, W]
 
 
 def to_pil(image_u8: torch.Tensor):

@@ -94,3 +94,76 @@ def test_paste_back_of_an_edit_moves_pixels_inside_only_and_bad_input_is_named()
         align_face(photo, lm[:4], 64)
     with pytest.raises(ValueError, match=r"photo must be \[3, H, W\]"):
         align_face(photo[0], lm, 64)
+
+
+# ----------------------------------------------------------------------------- detection (MTCNN)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    pytest.importorskip("facenet_pytorch")
+    from clcae.faces import FaceDetector
+
+    return FaceDetector()
+
+
+def grace_hopper() -> torch.Tensor:
+    from matplotlib import cbook
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        return torch.from_numpy(__import__("numpy").asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def test_detector_gives_the_reference_landmarks_and_numbers_faces_left_to_right(detector):
+    faces = detector(astronaut())
+    assert len(faces) == 1 and faces[0].prob > 0.99
+    torch.testing.assert_close(faces[0].landmarks, reference("astronaut")[0], atol=1e-3, rtol=0)
+    photo = torch.zeros(3, 600, 1024, dtype=torch.uint8)   # the astronaut left, Grace Hopper right
+    photo[:, :512, :512], photo[:, :, 512:] = astronaut(), grace_hopper()
+    pair = detector(photo)
+    assert len(pair) == 2 and pair[0].box[0] < 512 < pair[1].box[0]
+    torch.testing.assert_close(torch.stack([f.landmarks for f in pair]),
+                               reference("pair_astronaut_left_gracehopper_right").flip(0), atol=1e-3, rtol=0)
+    assert detector(torch.full((3, 200, 300), 128, dtype=torch.uint8)) == []
+
+
+@pytest.mark.parametrize("photo_fn", [astronaut, grace_hopper])
+def test_aligned_crops_and_a_turned_photo_within_mtcnns_landmark_noise(detector, photo_fn):
+    """Detected again in the 256 px crop, the landmarks sit where the alignment put them to 2.4 px
+    (astronaut; Grace Hopper 1.8 px); the same photo turned by 15 degrees and shifted gives a quad
+    whose corners differ by 7.7 px (6.8 px) of the crop: MTCNN's landmark error under rotation,
+    amplified by the FFHQ quad (measured; the issue's 2 px is not reached, see the closing note)."""
+    photo = photo_fn()
+    face = detector(photo)[0]
+    crop, geo = align_face(photo, face.landmarks, 256)
+    found = detector(crop)[0].landmarks   # detected again, in the crop
+    assert (found - geo.to_crop(face.landmarks)).norm(dim=-1).max() < 3.0
+    angle = math.radians(15)
+    rot = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=torch.float64)
+    h, w = photo.shape[-2:]
+    centre = torch.tensor([w / 2, h / 2], dtype=torch.float64)
+    to_turned = torch.cat([rot, (centre - rot @ centre + torch.tensor([12.0, -7.0], dtype=torch.float64))[:, None]], 1)
+    turned = turn(photo, to_turned)
+    _, geo2 = align_face(turned, detector(turned)[0].landmarks, 256)
+    corners = (geo2.quad - (geo.quad @ rot.T + to_turned[:, 2])).norm(dim=-1).max() / geo.scale   # in crop px
+    assert corners < 10.0, corners
+
+
+def test_clcae_align_writes_crops_and_transforms_and_counts_photos_without_a_face(tmp_path, detector, capsys):
+    from PIL import Image
+
+    from clcae.cli import main
+
+    Image.fromarray(astronaut().permute(1, 2, 0).numpy()).save(tmp_path / "astronaut.png")
+    Image.new("RGB", (300, 200), (120, 130, 140)).save(tmp_path / "wall.png")
+    code = main(["align", str(tmp_path / "astronaut.png"), str(tmp_path / "wall.png"), "--out", str(tmp_path / "out"),
+                 "--size", "128"])
+    assert code == 1
+    assert "wall.png: no face found" in capsys.readouterr().err
+    record = json.loads((tmp_path / "out" / "astronaut_faces.json").read_text())
+    assert [f["file"] for f in record["faces"]] == ["astronaut_face0.png"] and record["photo_size"] == [512, 512]
+    with Image.open(tmp_path / "out" / "astronaut_face0.png") as im:
+        assert im.size == (128, 128)
+    matrix = torch.tensor(record["faces"][0]["crop_to_photo"], dtype=torch.float64)
+    torch.testing.assert_close(matrix[:, 2], torch.tensor(record["faces"][0]["quad"][0], dtype=torch.float64))

@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT
 
 from clcae.faces import align_face, ffhq_quad, paste_back
-from clcae.faces.align import _sample
+from clcae.faces.align import apply_affine, invert_affine, pixel_centres, sample_at
 
 DATA = ROOT / "tests" / "data" / "faces"
 
@@ -63,9 +63,8 @@ def test_landmarks_land_on_the_template_and_rotation_and_shift_give_the_same_cro
 
 def turn(photo: torch.Tensor, photo_to_turned: torch.Tensor) -> torch.Tensor:
     """The photo resampled through an affine map (what a rotated, shifted shot of it would show)."""
-    inv = torch.linalg.inv(photo_to_turned[:, :2])
-    turned_to_photo = torch.cat([inv, -(inv @ photo_to_turned[:, 2:])], 1)
-    out = _sample(photo[None].double(), turned_to_photo, tuple(photo.shape[-2:]), "zeros")[0]
+    points = apply_affine(invert_affine(photo_to_turned), pixel_centres(*photo.shape[-2:]))
+    out = sample_at(photo[None].double(), points, "zeros")[0]
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -74,8 +73,7 @@ def test_paste_back_of_the_crop_itself_changes_only_the_face_region():
     crop, geo = align_face(photo, lm, 256)
     pasted = paste_back(photo, crop, geo)
     assert pasted.shape == photo.shape
-    ys, xs = torch.meshgrid(torch.arange(512) + 0.5, torch.arange(512) + 0.5, indexing="ij")
-    uv = geo.to_crop(torch.stack([xs, ys], -1).double()) / 256
+    uv = geo.to_crop(pixel_centres(512, 512)) / 256
     outside = ((uv < 0) | (uv > 1)).any(-1)
     assert torch.equal(pasted[:, outside], photo[:, outside])   # every pixel outside the quad unchanged
     inside = (uv > 0.2).all(-1) & (uv < 0.8).all(-1)
@@ -86,8 +84,7 @@ def test_paste_back_of_an_edit_moves_pixels_inside_only_and_bad_input_is_named()
     photo, lm = astronaut(), reference("astronaut")[0]
     crop, geo = align_face(photo, lm, 64)
     pasted = paste_back(photo, 255 - crop, geo)
-    ys, xs = torch.meshgrid(torch.arange(512) + 0.5, torch.arange(512) + 0.5, indexing="ij")
-    uv = geo.to_crop(torch.stack([xs, ys], -1).double()) / 64
+    uv = geo.to_crop(pixel_centres(512, 512)) / 64
     centre = (uv > 0.3).all(-1) & (uv < 0.7).all(-1)
     assert (pasted[:, centre].double() - photo[:, centre].double()).abs().mean() > 40
     with pytest.raises(ValueError, match=r"landmarks must be \[5, 2\]"):

@@ -47,6 +47,25 @@ def ffhq_quad(landmarks: torch.Tensor) -> torch.Tensor:
     return torch.stack([c - x - y, c - x + y, c + x + y, c + x - y], -2)
 
 
+def invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """The inverse of an affine map [2, 3] (x' = A x + b)."""
+    inv = torch.linalg.inv(m[:, :2])
+    return torch.cat([inv, -(inv @ m[:, 2:])], 1)
+
+
+def apply_affine(m: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """points [..., 2] through the affine map m [2, 3]."""
+    m = m.to(points.dtype)
+    return points @ m[:, :2].T + m[:, 2]
+
+
+def pixel_centres(h: int, w: int) -> torch.Tensor:
+    """[h, w, 2] (x, y) of every pixel's centre, float64."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    return torch.stack([xs, ys], -1)
+
+
 @dataclass
 class Alignment:
     """One face's crop geometry: ``crop_to_photo`` [2, 3] maps crop pixel coordinates (x, y, 1) to
@@ -62,9 +81,7 @@ class Alignment:
 
     @property
     def photo_to_crop(self) -> torch.Tensor:
-        a = self.crop_to_photo
-        inv = torch.linalg.inv(a[:, :2])
-        return torch.cat([inv, -(inv @ a[:, 2:])], 1)
+        return invert_affine(self.crop_to_photo)
 
     @property
     def scale(self) -> float:
@@ -73,17 +90,13 @@ class Alignment:
 
     def to_crop(self, points: torch.Tensor) -> torch.Tensor:
         """Photo coordinates [..., 2] -> crop coordinates."""
-        m = self.photo_to_crop.to(points.dtype)
-        return points @ m[:, :2].T + m[:, 2]
+        return apply_affine(self.photo_to_crop, points)
 
 
-def _sample(image: torch.Tensor, crop_to_photo: torch.Tensor, out_hw: tuple[int, int], padding: str) -> torch.Tensor:
-    """image [B, C, H, W] float sampled at the photo coordinates of an out_hw grid's pixel centres."""
+def sample_at(image: torch.Tensor, points: torch.Tensor, padding: str) -> torch.Tensor:
+    """image [B, C, H, W] float, bilinear at ``points`` [h', w', 2] (x, y in its pixel coordinates)."""
     h, w = image.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(out_hw[0], dtype=torch.float64) + 0.5,
-                            torch.arange(out_hw[1], dtype=torch.float64) + 0.5, indexing="ij")
-    pts = torch.stack([xs, ys], -1) @ crop_to_photo[:, :2].T + crop_to_photo[:, 2]   # [h', w', 2] photo x, y
-    grid = torch.stack([pts[..., 0] / w * 2 - 1, pts[..., 1] / h * 2 - 1], -1)       # align_corners=False
+    grid = torch.stack([points[..., 0] / w * 2 - 1, points[..., 1] / h * 2 - 1], -1)   # align_corners=False
     return F.grid_sample(image, grid[None].to(image.dtype).expand(image.shape[0], -1, -1, -1),
                          mode="bilinear", padding_mode=padding, align_corners=False)
 
@@ -101,7 +114,7 @@ def align_face(photo: torch.Tensor, landmarks: torch.Tensor, size: int) -> tuple
     if shrink > 1:   # area filter: each output pixel then averages about the photo pixels it covers
         image = F.avg_pool2d(image, shrink, ceil_mode=True)
         matrix = matrix / shrink
-    crop = _sample(image, matrix, (size, size), "reflection")
+    crop = sample_at(image, apply_affine(matrix, pixel_centres(size, size)), "reflection")
     return crop[0].round().clamp(0, 255).to(torch.uint8), geo
 
 
@@ -109,14 +122,10 @@ def paste_back(photo: torch.Tensor, crop: torch.Tensor, geo: Alignment, feather:
     """The crop (uint8 [3, S, S], e.g. an edited reconstruction at any S) warped back into ``photo``
     (uint8 [3, H, W]) through the inverse of ``geo``, blended with a mask that is 1 inside the crop
     and falls to 0 over ``feather`` of its side at the border; outside the quad the photo is kept."""
-    h, w = photo.shape[-2:]
     s = crop.shape[-1]
-    inner = Alignment(geo.quad, s)
-    m = inner.photo_to_crop   # photo -> crop coordinates: sample the crop at every photo pixel
-    back = _sample(crop[None].double(), m, (h, w), "border")[0]
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
-                            indexing="ij")
-    uv = inner.to_crop(torch.stack([xs, ys], -1)) / s    # [H, W, 2] in crop units: inside is [0, 1]^2
+    at = Alignment(geo.quad, s).to_crop(pixel_centres(*photo.shape[-2:]))   # [H, W, 2]: each photo pixel in the crop
+    back = sample_at(crop[None].double(), at, "border")[0]
+    uv = at / s                                          # in crop sides: inside is [0, 1]^2
     edge = torch.minimum(uv, 1 - uv).amin(-1)            # distance to the crop's border, in crop sides
     mask = (edge / feather).clamp(0, 1) if feather > 0 else (edge > 0).double()
     out = photo.double() * (1 - mask) + back * mask

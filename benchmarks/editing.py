@@ -47,7 +47,7 @@ def world_parts(device, notes):
     from clcae.config import load_params
     from clcae.inversion import load_encoder
     from clcae.nets.stylegan2 import load_generator
-    from clcae.train_encoder import build_encoder
+    from clcae.pipeline.train_encoder import build_encoder
 
     params = load_params(ROOT / "params.yaml")
     G = load_generator(ROOT / params.shared.generator, device=device).eval()

@@ -129,7 +129,7 @@ def default_world(params, device: torch.device, notes: list[str]):
 
 def default_aligner(params, G, device: torch.device, notes: list[str]):
     from clcae.nets.aligner import Aligner, load_aligner
-    from clcae.train_aligner import aligner_config
+    from clcae.pipeline.train_aligner import aligner_config
 
     path = Path(params.train_aligner.out_dir) / "aligner.pt"
     if path.is_file():
@@ -193,10 +193,10 @@ def paper_judges(cfg, G, device: torch.device, notes: list[str]):
 
 def train_case(cfg, G, image_size: int, perceptual, identity, aligner, batch: int, steps_per_epoch: int,
                device: torch.device, warmup: int, steps: int, notes: list[str]) -> dict:
-    """The trainer's step (clcae/train_encoder.py): autocast forward, backward, optimizer step."""
+    """The trainer's step (clcae/pipeline/train_encoder.py): autocast forward, backward, optimizer step."""
     from clcae.losses import AlignLoss, InversionLoss
     from clcae.optim import make_optimizer
-    from clcae.train_encoder import TrainStep, build_encoder, loss_config
+    from clcae.pipeline.train_encoder import TrainStep, build_encoder, loss_config
     from clcae.training import check_finite
 
     torch.manual_seed(0)
@@ -264,7 +264,7 @@ def run_case(name: str, args) -> dict:
             result = train_case(cfg, G, cfg.image_size, perceptual, identity, aligner, batch, 1000, device,
                                 warmup, steps, notes)
         else:
-            from clcae.train_encoder import build_encoder
+            from clcae.pipeline.train_encoder import build_encoder
 
             batch = args.paper_infer_batch if device.type == "cpu" else args.paper_infer_batch_cuda
             torch.manual_seed(0)
@@ -287,7 +287,7 @@ def run_case(name: str, args) -> dict:
                                 device, warmup, steps, notes)
         else:
             from clcae.nets.encoder import load_encoder
-            from clcae.train_encoder import build_encoder
+            from clcae.pipeline.train_encoder import build_encoder
 
             path = Path(params.train_encoder.out_dir) / "clcae" / "encoder.pt"
             if path.is_file():

@@ -4,7 +4,7 @@ Trains the `clcae` variant of ``params.yaml`` once as a baseline (PyTorch's defa
 stored generator noise, no flips: the project's recipe before the official switches existed) and
 once per switch with only that switch set as the official trainer sets it (``weight_init:
 official``, ``noise: random``, ``hflip: 0.5``), each with the same data, aligner, seed and step
-budget, through the stage's own entry point (``clcae.train_encoder.run``). Then inverts the whole
+budget, through the stage's own entry point (``clcae.pipeline.train_encoder.run``). Then inverts the whole
 test split with every encoder and compares each switch with the baseline per space on MSE ([0, 1])
 and the world's perceptual distance: mean difference and a 95% bootstrap interval paired over test
 images (a person's images resampled together). One training seed: a difference whose interval
@@ -30,7 +30,7 @@ BASELINE = {"weight_init": "pytorch", "noise": "const", "hflip": 0.0}
 
 
 def train(params, name: str, overrides: dict, steps: int, root: Path) -> Path:
-    from clcae import train_encoder as te
+    from clcae.pipeline import train_encoder as te
 
     p = copy.deepcopy(params)
     block = p.train_encoder

@@ -2,7 +2,7 @@
 
 1. Peak memory: synthetic 256 px pair shards (random uint8 images, 1,000 pairs per shard) of
    ``--small`` and ``--large`` pairs; a fresh process per size opens them as ``train_aligner`` does
-   (``clcae.synthesize.open_pairs``), reads ``--steps`` batches of the aligner's global batch and
+   (``clcae.pipeline.synthesize.open_pairs``), reads ``--steps`` batches of the aligner's global batch and
    converts each to float, as the step does. Printed: peak RSS (``ru_maxrss``: private memory plus
    the file pages the process has touched, which the ranks of a node share through the page cache
    and the kernel can drop) and peak private memory (``RssAnon``), with the in-memory path
@@ -62,8 +62,8 @@ def drop_page_cache() -> bool:
 def read_batches(folder: str, steps: int, batch: int, mode: str) -> dict:
     """In a fresh process: the aligner's batches, peak memory."""
     from clcae.images import to_float
+    from clcae.pipeline.synthesize import load_pairs, open_pairs
     from clcae.shards import batch_loader
-    from clcae.synthesize import load_pairs, open_pairs
     from clcae.training import BatchSchedule
 
     peak_anon, start = 0.0, time.perf_counter()
@@ -116,9 +116,9 @@ def step_time(args, root: Path) -> None:
     from clcae.images import to_float
     from clcae.losses import InfoNCELoss
     from clcae.nets.aligner import Aligner
+    from clcae.pipeline.synthesize import load_pairs, open_pairs
+    from clcae.pipeline.train_aligner import aligner_config
     from clcae.shards import batch_loader
-    from clcae.synthesize import load_pairs, open_pairs
-    from clcae.train_aligner import aligner_config
     from clcae.training import BatchSchedule
 
     cfg = load_params("params.yaml").train_aligner

@@ -11,7 +11,7 @@ import time
 import torch
 
 from clcae.nets.stylegan2 import load_generator
-from clcae.synthesize import PairSpec, synthesize
+from clcae.pipeline.synthesize import PairSpec, synthesize
 
 
 def main():

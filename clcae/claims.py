@@ -14,10 +14,23 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from clcae.spaces import SPACES, label
 from clcae.stats import hierarchical_bootstrap, paired_bootstrap, verdict
 
-SPACE = {"w": "W", "wplus": "W+", "f": "F",   # how the report names the inversion spaces, and the second edit
-         "wplus_latent": "W+ (w+ edit)", "f_latent": "F (w+ edit)"}   # setting (clcae.evaluate.evaluate_editing)
+
+def higher_is_better(metrics: list[str], identity_column: str) -> dict[str, bool]:
+    from clcae.metrics import get_metric, is_valid_metric
+
+    return {m: (get_metric(m).higher_is_better if is_valid_metric(m) else m == identity_column) for m in metrics}
+
+
+def claim_columns(recon: pd.DataFrame) -> tuple[list[str], str, dict[str, bool]]:
+    """``(figure columns, identity column, {claim metric: higher_is_better})`` of a per-image
+    reconstruction frame; the claims skip psnr and l2_psp (mse restated)."""
+    identity_col = next(c for c in recon.columns if c.endswith("_similarity"))
+    figure_cols = [c for c in recon.columns if c not in ("variant", "space", "image", "name", "person_id", "seed")]
+    hib = higher_is_better(figure_cols, identity_col)
+    return figure_cols, identity_col, {m: hib[m] for m in figure_cols if m not in ("l2_psp", "psnr")}
 
 
 @dataclass(frozen=True)
@@ -26,7 +39,7 @@ class Cell:
     space: str
 
     def __str__(self) -> str:
-        return f"{self.variant} {SPACE.get(self.space, self.space)}"
+        return f"{self.variant} {label(self.space)}"
 
 
 def paired_values(frame: pd.DataFrame, a: Cell, b: Cell, value: str):
@@ -87,7 +100,7 @@ def paper_claims(recon: pd.DataFrame, editing: pd.DataFrame | None, metrics: dic
     (variant, space, direction, strength, image, identity) or None.
     """
     rows = []
-    for space in ("w", "wplus", "f"):
+    for space in SPACES:
         for m, hib in metrics.items():
             rows.append(compare(recon, f"the align loss improves {str(Cell('', space)).strip()} reconstruction",
                                 Cell("clcae", space), Cell(ablation, space), m, hib, n_boot, seed))

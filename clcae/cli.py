@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from clcae.claims import SPACE
-from clcae.config import ClcaeError, InputError, load_params
+from clcae.config import load_params
+from clcae.errors import ClcaeError, InputError
 from clcae.io import atomic_path, save_image_grid, save_torch
+from clcae.spaces import LABELS as SPACE
 
 
 def save_png(image_u8: torch.Tensor, path: Path) -> None:

@@ -8,130 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
 
-
-class ClcaeError(Exception):
-    """An error of the user's inputs that the project detects (params, files, devices, signals).
-
-    :func:`stage_main` prints it as one line (``error: ...``) and exits 1 (a subclass may set
-    ``exit_code`` and ``label``); anything else is a bug and keeps its traceback.
-    """
-    exit_code = 1
-    label = "error"
-
-
-class ConfigError(ClcaeError, ValueError):
-    """A params value that is unknown, of the wrong type or impossible; names its key path."""
-
-
-class InputError(ClcaeError, FileNotFoundError):
-    """A file or folder a stage reads is missing or incomplete; says which stage makes it."""
-
-
-def param(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-          le: float | None = None, lt: float | None = None, help: str = "", default_factory: Any = dataclasses.MISSING):
-    """A dataclass field with numeric bounds checked by :func:`build`."""
-    metadata = {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _convert(value, option, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: expected one of {options}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        kt, vt = args if args else (Any, Any)
-        return {_convert(k, kt, f"{key}.{k}"): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, key)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a bool, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an int, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a float, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported config type {tp}")
-
-
-def _check_bounds(value: Any, f: dataclasses.Field, key: str) -> None:
-    m = f.metadata
-    if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
-        return
-    for name, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-                           ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
-        bound = m.get(name)
-        if bound is not None and not ok(value, bound):
-            raise ConfigError(f"{key}: must be {word} {bound}, got {value!r}")
-
-
-def build(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys, types and bounds."""
-    where = prefix or cls.__name__
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"{key}: unknown key (known keys: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], key)
-            _check_bounds(kwargs[name], f, key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{key}: required key is missing")
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check(prefix or cls.__name__)
-    return obj
-
+from clcae.errors import ConfigError
+from clcae.schema import build, check_bounds, param
 
 # ----------------------------------------------------------------------------- blocks
 
@@ -149,32 +32,48 @@ class SharedConfig:
 
 
 @dataclass
-class WorldCNNParams:
-    """The world CNN's training recipe (world.world_cnn); its seed is shared.seed."""
+class WorldCNNConfig:
+    """The world CNN's training recipe (params ``world.world_cnn``; trained by
+    :func:`clcae.worlds.procfaces.world_cnn.train_world_cnn`); the defaults train in about
+    2-3 minutes on 2 CPU cores. Bounds are checked on construction and, with key paths, by
+    :func:`clcae.schema.build` when read from params."""
+
     n_people: int = param(2000, ge=2, help="training identities (ProcFaces train split)")
-    per_person: int = param(8, ge=2)
-    steps: int = param(1000, ge=1)
+    per_person: int = param(8, ge=2, help="images per identity (attributes/nuisance vary)")
+    steps: int = param(1000, ge=1, help="optimizer steps (4 epochs of the default data)")
     batch_size: int = param(64, ge=2)
-    lr: float = param(3e-3, gt=0)
+    lr: float = param(3e-3, gt=0, help="AdamW, linear warm-up then cosine decay")
     weight_decay: float = param(1e-4, ge=0)
     warmup_frac: float = param(0.05, ge=0, lt=1)
+    seed: int | None = param(None, ge=0, help="None: 0; the world stage sets shared.seed (params may not)")
     detail_prob: float = param(0.5, ge=0, le=1, help="share of training images with test-split details")
-    blur_prob: float = param(0.5, ge=0, le=1, help="share of training images blurred")
+    blur_prob: float = param(0.5, ge=0, le=1, help="share of training images blurred, sigma ~ U(0, blur_sigma) px: "
+                                                   "readouts that softness does not shift (see blur_shift)")
     blur_sigma: float = param(1.0, ge=0)
     widths: list[int] = param(default_factory=lambda: [16, 32, 64, 128, 192], help="stem + 4 stages")
     emb_dim: int = param(128, ge=1)
     margin: float = param(0.25, ge=0, help="CosFace additive cosine margin")
-    scale: float = param(16.0, gt=0, help="CosFace logit scale")
-    attr_weight: float = param(10.0, ge=0)
-    trait_weight: float = param(0.5, ge=0)
-    eval_people: int = param(200, ge=2)
+    scale: float = param(16.0, gt=0, help="CosFace logit scale (30 starved the attribute heads)")
+    attr_weight: float = param(10.0, ge=0, help="MSE on standardised attributes; lower weights left the small "
+                                                "features (lip_red, eye_open) unlearnt in the step budget")
+    trait_weight: float = param(0.5, ge=0, help="auxiliary MSE on the standardised identity traits")
+    eval_people: int = param(200, ge=2, help="held-out people (train split) and test-split people")
     eval_per_person: int = param(4, ge=2, help="verification needs pairs of one person")
     render_batch: int = param(500, ge=1)
     log_every: int = param(100, ge=1)
 
+    def __post_init__(self) -> None:
+        self.widths = [int(w) for w in self.widths]
+        check_bounds(self, "world_cnn")
+        self.check("world_cnn")
+
     def check(self, where: str) -> None:
         if len(self.widths) != 5 or min(self.widths) < 1:
             raise ConfigError(f"{where}.widths: needs 5 positive entries (stem + 4 stages), got {self.widths}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WorldCNNConfig:
+        return build(cls, d, "world_cnn")
 
 
 @dataclass
@@ -189,7 +88,11 @@ class WorldConfig:
     quality_samples: int = param(5000, ge=100, help="generator samples scored against train images")
     out_dir: str = "data/world"
     report_dir: str = "reports/world"
-    world_cnn: WorldCNNParams = field(default_factory=WorldCNNParams)
+    world_cnn: WorldCNNConfig = field(default_factory=WorldCNNConfig)
+
+    def check(self, where: str) -> None:
+        if self.world_cnn.seed is not None:   # one seed per run: the world stage passes shared.seed
+            raise ConfigError(f"{where}.world_cnn.seed: unknown key (the world CNN's seed is shared.seed)")
 
 
 @dataclass
@@ -467,39 +370,3 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         return build(Params, data)
     except ConfigError as e:
         raise ConfigError(f"{os.fspath(path)}: {e}") from None
-
-
-def stage_main(run, argv=None) -> None:
-    """Entry point of a stages/ script: ``run(load_params(path))``.
-
-    Errors the project detects in the user's inputs print one line on stderr instead of a
-    traceback, and exit 1: an invalid params file (``error: params.yaml: key: ...``), or a
-    :class:`ClcaeError` raised by the stage (:class:`ConfigError`: a params value the
-    data or machine cannot serve, e.g. ``shared.device: cuda`` without a GPU or a batch larger
-    than the data; ``clcae.io.CheckpointError``: an unreadable or wrong checkpoint;
-    :class:`InputError`: a missing input), and ``clcae.training.TrainingInterrupted`` (SIGINT /
-    SIGTERM after saving a resume point) exits 128 + the signal with a line on how to resume.
-    A Ctrl-C outside a training loop exits 130. Other exceptions (bugs) keep their traceback;
-    stages raise plain ValueError / FileNotFoundError only for what the user cannot fix.
-    """
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    if params.shared.trust_checkpoints:  # read by clcae.io.read_checkpoint, here and in spawned workers
-        os.environ["CLCAE_TRUST_CHECKPOINTS"] = "1"
-    try:
-        run(params)
-    except ClcaeError as e:
-        print(f"{e.label}: {e}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None

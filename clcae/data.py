@@ -7,7 +7,8 @@ image (a file name, or ``"train/000123"`` for tensor-backed sets) and optional p
 * :class:`TensorImages`: images already in memory (a world's rendered train split); ``batch``
   gathers and resizes a whole batch at once;
 * :class:`FolderImages`: a folder of PNG/JPEG files (FFHQ, CelebA-HQ, the procfaces test split);
-  each is read as RGB, centre-cropped to a square and resized with antialiasing. Files that
+  each is decoded by :func:`clcae.images.decode_image` (as ``clcae invert`` decodes a photo),
+  centre-cropped to a square and resized with antialiasing. Files that
   cannot be opened are skipped at construction, named in one warning with their count.
 """
 from __future__ import annotations
@@ -17,12 +18,12 @@ import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from clcae.config import InputError
+from clcae.errors import InputError
+from clcae.images import decode_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -137,15 +138,10 @@ class TensorImages(ImageSet):
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Any PIL-readable file -> uint8 ``[3, H, W]`` RGB (grayscale, palette and alpha converted)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))  # [H, W, 3]
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three on broken files
-        raise OSError(f"{path}: unreadable image ({type(e).__name__}: {e})") from e
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    """An image file -> uint8 ``[3, H, W]`` upright RGB: :func:`clcae.images.decode_image` (EXIF
+    orientation applied, alpha composited on white), the decoder photos go through too. Raises
+    :class:`clcae.images.ImageDecodeError` (an ``OSError``) naming the file."""
+    return decode_image(path)[0]
 
 
 class FolderImages(ImageSet):

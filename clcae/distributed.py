@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from clcae.config import ConfigError
+from clcae.errors import ConfigError
 
 
 class DistInfo(NamedTuple):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from clcae.config import ClcaeError, ConfigError
+from clcae.errors import ClcaeError, ConfigError
 
 
 @contextmanager
@@ -112,11 +112,15 @@ class TrustedCheckpointWarning(UserWarning):
     """A checkpoint was loaded with full unpickling because the user trusts it."""
 
 
-def _numpy_globals() -> list[tuple[object, str]]:
-    """numpy scalars and numeric arrays (e.g. a ``best_val_loss`` that is a numpy float) by name.
+def numpy_globals() -> list[tuple[object, str]]:
+    """The numpy part of the allow-list: numpy scalars and numeric arrays as ``(object, 'module.name')``.
 
-    Both module spellings: numpy 1.x pickles ``numpy.core``, numpy 2.x ``numpy._core``. Only numeric
-    dtypes: an object-dtype array or scalar stays refused.
+    Old checkpoints carry them as data (e.g. a ``best_val_loss`` that is a numpy float, an ``np.ndarray``
+    of losses); with these pairs in ``torch.serialization.safe_globals`` a weights-only load rebuilds
+    them. Both module spellings: numpy 1.x pickles ``numpy.core``, numpy 2.x ``numpy._core``. Only
+    numeric dtypes (bool, ints, uints, floats, complexes): an object-dtype array or scalar, which could
+    hold any object, stays refused. Used by :func:`safe_globals` and by the StyleGAN2-ADA snapshot reader
+    (:mod:`clcae.nets.stylegan2_ada`), whose own unpickler allows the same names.
     """
     try:
         import numpy as np
@@ -132,6 +136,9 @@ def _numpy_globals() -> list[tuple[object, str]]:
     return out
 
 
+_numpy_globals = numpy_globals  # the old private name, for imports not yet updated
+
+
 def safe_globals() -> list[tuple[object, str]]:
     """The allow-list: ``(object, 'module.name')`` pairs for ``torch.serialization.safe_globals``.
 
@@ -139,7 +146,7 @@ def safe_globals() -> list[tuple[object, str]]:
     """
     import argparse
 
-    return [(argparse.Namespace, "argparse.Namespace"), *_numpy_globals()]
+    return [(argparse.Namespace, "argparse.Namespace"), *numpy_globals()]
 
 
 def trust_from_env() -> bool:
@@ -165,7 +172,10 @@ def _sniff(path: str) -> None:
 
 
 def _pickle_globals(path: str) -> list[str]:
-    """'module.name' of every global the file's pickle(s) would import, read without unpickling."""
+    """'module.name' of every global the file's pickle(s) would import, read without unpickling.
+
+    Only for files ``get_unsafe_globals_in_checkpoint`` cannot read (see :func:`_refused_globals`).
+    """
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             streams = [BytesIO(z.read(n)) for n in z.namelist() if n.endswith("data.pkl")]
@@ -198,14 +208,26 @@ def _scan_pickles(stream, count: int) -> list[str]:
 
 
 def _refused_globals(path: str, error: Exception, allow: list) -> list[str]:
-    """The globals that made the weights-only load refuse ``path`` (allowed ones left out)."""
+    """The globals that made the weights-only load refuse ``path`` (torch's and ``allow``'s left out).
+
+    A torch.save zip checkpoint (protocol 2, torch.save's default) is read by torch's own static scan,
+    ``torch.serialization.get_unsafe_globals_in_checkpoint``, with ``allow`` in force so that it leaves
+    those out too. That function cannot read the rest, so :func:`_pickle_globals` scans them instead:
+    legacy (pre-zip) files, which it rejects with a ValueError, and pickles with opcodes beyond what
+    torch.save writes by default (``pickle_protocol`` 3 and up: FRAME, STACK_GLOBAL, MEMOIZE, ...;
+    TorchScript archives), on which its scanner stops with "Unsupported operand".
+    """
     try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-        allowed = set(_get_allowed_globals())
-    except Exception:  # noqa: BLE001 - a private helper; without it, name every global
-        allowed = set()
-    allowed |= {name for _, name in allow}
-    names = [n for n in _pickle_globals(path) if n not in allowed]
+        with torch.serialization.safe_globals(allow):
+            names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - a file torch's scan cannot read: our own scan below
+        try:  # torch's default allow-list has no public accessor; without it, name every global
+            from torch._weights_only_unpickler import _get_allowed_globals
+            allowed = set(_get_allowed_globals())
+        except Exception:  # noqa: BLE001
+            allowed = set()
+        allowed |= {name for _, name in allow}
+        names = [n for n in _pickle_globals(path) if n not in allowed]
     if not names:  # e.g. a global the scan could not pair up: take the unpickler's own word
         names = re.findall(r"GLOBAL ([\w.]+)", str(error))[:1]
     return names

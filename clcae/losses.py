@@ -25,6 +25,7 @@ from torch import nn
 
 from clcae.data import resize_square
 from clcae.distributed import all_gather_with_grad, gather_sizes, get_rank, get_world_size, is_distributed
+from clcae.spaces import SPACES
 
 
 class InfoNCELoss(nn.Module):
@@ -132,7 +133,6 @@ class AlignLoss(nn.Module):
 
 # ----------------------------------------------------------------------------- the encoder's loss
 
-IMAGE_KEYS = ("w", "wplus", "f")  # I1 = G(w), I2 = G(w+), I3 = G(w+, f)
 
 
 @dataclass
@@ -218,7 +218,7 @@ class InversionLoss(nn.Module):
         if cfg.identity > 0:
             with torch.no_grad():
                 target_id = F.normalize(_upcast(self.judges["identity"](target)), dim=-1)  # [B, D]
-        for key in IMAGE_KEYS:
+        for key in SPACES:
             if key not in images:
                 continue
             image = images[key]  # [B, 3, H, W]
@@ -242,9 +242,9 @@ class InversionLoss(nn.Module):
     def _check(self, target: torch.Tensor, images: dict[str, torch.Tensor]) -> None:
         if target.dim() != 4 or target.shape[1] != 3:
             raise ValueError(f"InversionLoss: target must be [B, 3, H, W], got {list(target.shape)}")
-        unknown = sorted(set(images) - set(IMAGE_KEYS))
+        unknown = sorted(set(images) - set(SPACES))
         if unknown:
-            raise ValueError(f"InversionLoss: unknown image keys {unknown}; expected a subset of {list(IMAGE_KEYS)}")
+            raise ValueError(f"InversionLoss: unknown image keys {unknown}; expected a subset of {list(SPACES)}")
         for key, image in images.items():
             if image.shape != target.shape:
                 raise ValueError(f"InversionLoss: images[{key!r}] has shape {list(image.shape)}, target "

@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from clcae.io import save_text
+from clcae.spaces import label
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SPACE_NAMES = {"w": "W", "wplus": "W+", "f": "F", "wplus_latent": "W+ (w+ edit)", "f_latent": "F (w+ edit)"}
 RECON_METRICS = ("mse", "ssim", "ms_ssim", "world_perceptual", "world_id_similarity")
 EDIT_FIGURES = ("right_way", "identity_kept", "target_gain")
 HEADLINE_SPACES = ("f", "f_latent")   # of variants other than the first (with F), else W+ (a W+-only baseline)
@@ -36,7 +36,7 @@ def reconstruction_table(intervals: pd.DataFrame) -> str:
         by_metric = rows.set_index("metric")
         cells = [f"{_num(r['mean'])} [{_num(r['low'])}, {_num(r['high'])}]" for r in
                  (by_metric.loc[m] for m in RECON_METRICS if m in by_metric.index)]
-        lines.append(f"| {variant}, {SPACE_NAMES.get(space, space)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant}, {label(space)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -68,7 +68,7 @@ def editing_table(editing: dict) -> str:
                 continue
             cells = [" / ".join(f"{by_direction[d][k]:.3f}" for k in EDIT_FIGURES) if d in by_direction else "-"
                      for d in directions]
-            lines.append(f"| {variant}, {SPACE_NAMES.get(space, space)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {variant}, {label(space)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

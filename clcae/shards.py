@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from clcae.config import InputError
 from clcae.data import ImageSet, resize_u8
+from clcae.errors import InputError
 from clcae.io import CheckpointError, read_tensors
 
 

@@ -24,13 +24,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from clcae.config import ClcaeError, ConfigError, InputError
 from clcae.distributed import (
     all_gather_objects,
     all_reduce_mean,
@@ -40,7 +39,8 @@ from clcae.distributed import (
     is_main_process,
     same_on_all_ranks,
 )
-from clcae.seeding import derive_seed
+from clcae.errors import ClcaeError, ConfigError, InputError
+from clcae.seeding import derive_seed, seeded_generator
 
 __all__ = ["BatchSchedule", "ResumePoint", "TrainingInterrupted", "StopOnSignal", "LiveLog", "code_signature", "stage_code",
            "stage_code_signature", "rng_state", "set_rng_state", "seed_rank_stream", "rank_rng_states",
@@ -344,7 +344,7 @@ class LiveLog:
 
 
 class BatchSchedule:
-    """Global batch indices of step s: epoch-wise permutations seeded by (seed, epoch).
+    """Global batch indices of step s: epoch-wise permutations seeded by ``derive_seed(seed, "epoch", e)``.
 
     A function of the step alone, so a resumed run sees the same batches; rank r takes
     rows r, r + world, ... of the global batch. ``what`` names the batch-size key in errors.
@@ -360,7 +360,7 @@ class BatchSchedule:
     def __call__(self, step: int) -> torch.Tensor:
         epoch, pos = divmod(step, self.per_epoch)
         if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            gen = seeded_generator(self.seed, "epoch", str(epoch))
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
@@ -439,7 +439,7 @@ class Resumed:
     """Where a run starts: step 0 or an interrupted run's resume point."""
     step: int = 0
     seconds: float = 0.0       # training time before the interruption
-    history: list | None = None  # the curves' rows so far
+    history: list = field(default_factory=list)  # the curves' rows so far
 
 
 def restore(point: ResumePoint, model: torch.nn.Module, opt: torch.optim.Optimizer, device,

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-SPACE_LABELS = {"f": "F: G(w+, f)", "wplus": "W+: G(w+)", "w": "W: G(w)"}
+from clcae.spaces import LABELS, RENDERS, SPACES
+
+SPACE_LABELS = {s: f"{LABELS[s]}: {RENDERS[s]}" for s in reversed(SPACES)}   # F first: the default edit space
 DISPLAY = 256   # px the images are shown at (the downloaded PNG keeps the encoder's size)
 
 
@@ -47,7 +49,7 @@ def build_app(models, max_strength: float = 6.0):
         image, notes = load_photo(path, encoder.cfg.image_size)
         with torch.inference_mode():
             inversion = invert(encoder, G, image[None], keep_codes=True)
-        recs = [shown(inversion.images()[s][0]) if s in inversion.images() else None for s in ("w", "wplus", "f")]
+        recs = [shown(inversion.images()[s][0]) if s in inversion.images() else None for s in SPACES]
         edited, file = on_edit(inversion, space, *strengths)
         return (*recs, inversion, edited, file, "; ".join(notes) or "used as is")
 

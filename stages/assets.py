@@ -1,5 +1,5 @@
 """DVC stage `assets` of ffhq/dvc.yaml: the paper config's external files -> clcae/worlds/ffhq/assets.py."""
-from clcae.config import stage_main
+from clcae.pipeline import stage_main
 from clcae.worlds.ffhq.assets import run
 
 if __name__ == "__main__":

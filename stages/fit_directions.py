@@ -1,6 +1,6 @@
-"""DVC stage `fit_directions`: InterFaceGAN and GANSpace directions -> clcae/fit_directions.py."""
-from clcae.config import stage_main
-from clcae.fit_directions import run
+"""DVC stage `fit_directions`: InterFaceGAN and GANSpace directions -> clcae/pipeline/fit_directions.py."""
+from clcae.pipeline import stage_main
+from clcae.pipeline.fit_directions import run
 
 if __name__ == "__main__":
     stage_main(run)

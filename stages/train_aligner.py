@@ -1,9 +1,9 @@
-"""DVC stage `train_aligner`: contrastive W-image aligner -> clcae/train_aligner.py.
+"""DVC stage `train_aligner`: contrastive W-image aligner -> clcae/pipeline/train_aligner.py.
 
 Multi-GPU: torchrun --nproc_per_node 8 stages/train_aligner.py
 """
-from clcae.config import stage_main
-from clcae.train_aligner import run
+from clcae.pipeline import stage_main
+from clcae.pipeline.train_aligner import run
 
 if __name__ == "__main__":
     stage_main(run)

@@ -1,6 +1,6 @@
-"""DVC stage `world`: ProcFaces splits, world CNN, generator check -> clcae/worlds/procfaces/stage.py."""
-from clcae.config import stage_main
-from clcae.worlds.procfaces.stage import run
+"""DVC stage `world`: ProcFaces splits, world CNN, generator check -> clcae/pipeline/world.py."""
+from clcae.pipeline import stage_main
+from clcae.pipeline.world import run
 
 if __name__ == "__main__":
     stage_main(run)

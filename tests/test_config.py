@@ -4,7 +4,8 @@ from typing import Literal
 
 import pytest
 
-from clcae.config import ConfigError, Params, build, load_params, param
+from clcae.config import Params, build, load_params, param
+from clcae.errors import ConfigError
 
 
 @dataclass
@@ -71,11 +72,11 @@ def test_shipped_configs_have_every_block_the_pipelines_interpolate(name):
     import yaml
     from conftest import ROOT
 
-    from clcae import seed_replicates
+    from clcae import seeds
 
     pipelines = (ROOT / "dvc.yaml").read_text() + (ROOT / "seeds/dvc.yaml").read_text()
     interpolated = set(re.findall(r"\$\{(\w+)\.", pipelines)) - {"item"}
     interpolated |= set(re.search(r"params.yaml:([\w,]+)", pipelines).group(1).split(","))   # seeds/dvc.yaml's vars
     assert {"shared", "train_encoder", "seeds"} <= interpolated
     assert interpolated <= set(yaml.safe_load((ROOT / name).read_text()))
-    seed_replicates.check(load_params(ROOT / name))   # its seeds' variants are among its variants
+    seeds.check(load_params(ROOT / name))   # its seeds' variants are among its variants

@@ -21,9 +21,9 @@ from clcae.editing import (
     save_pca,
 )
 from clcae.editing.scores import EditJudges, edit_sweep, editing_consistency
-from clcae.fit_directions import fit_interfacegan, sample_labelled
 from clcae.inversion import invert
 from clcae.metrics.frechet import frechet_distance
+from clcae.pipeline.fit_directions import fit_interfacegan, sample_labelled
 
 
 def planted(n=4000, d=32, noise=0.1, seed=0):
@@ -112,6 +112,31 @@ def test_published_files_saved_on_a_gpu_load_on_cpu(tmp_path, monkeypatch):
     assert load_pca(tmp_path / "ffhq_pca.pt", 16).comp.shape == (3, 1, 16)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CPU-only machine reading a GPU-saved file")
+def test_per_layer_directions_as_clcae_publishes_pose(tmp_path, monkeypatch):
+    """CLCAE's pose.pt: [1, 18, 512], 18 identical rows, saved on cuda:0 -> one [D] vector. Different
+    rows: an edit layer by layer. A wrong N or D is named with both sizes."""
+    v = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    save_as_if_cuda(v.expand(1, 6, 16).clone(), tmp_path / "pose.pt", monkeypatch)
+    pose = load_direction(tmp_path / "pose.pt", 16, n_latent=6)
+    assert not pose.per_layer and torch.equal(pose.vector, v)
+    rows = torch.randn(1, 6, 16)
+    torch.save(rows, tmp_path / "layered.pt")
+    layered = load_direction(tmp_path / "layered.pt", 16, n_latent=6)
+    assert layered.per_layer and torch.equal(layered.delta(2.0, 6), 2.0 * rows)
+    assert torch.equal(layered.delta(torch.tensor([1.0, -1.0]), 6, LayerRange(1, 2))[:, [0, 3, 4, 5]],
+                       torch.zeros(2, 4, 16))
+    save_direction(layered, tmp_path / "again.pt")
+    assert torch.equal(torch.load(tmp_path / "again.pt"), rows)   # the published layout kept
+    with pytest.raises(DirectionError, match=r"layered\.pt: a per-layer direction \[1, 6, 16\] of 6 layers; the "
+                                             r"generator has 18 w\+ layers"):
+        load_direction(tmp_path / "layered.pt", 16, n_latent=18)
+    with pytest.raises(DirectionError, match="of 6 layers; the generator has 8 w\\+ layers"):
+        layered.delta(1.0, 8)
+    with pytest.raises(DirectionError, match=r"pose\.pt: direction of dimension 16 .* latent dimension 512"):
+        load_direction(tmp_path / "pose.pt", 512)
+
+
 def test_wrong_dimension_and_layout_name_the_file(tmp_path):
     torch.save(torch.randn(1, 512), tmp_path / "pose.pt")
     with pytest.raises(DirectionError, match=r"pose\.pt: direction of dimension 512 .* latent dimension 128"):
@@ -122,7 +147,8 @@ def test_wrong_dimension_and_layout_name_the_file(tmp_path):
     with pytest.raises(DirectionError, match="use load_pca"):
         load_direction(tmp_path / "pca.pt", 512)
     torch.save(torch.randn(3, 8), tmp_path / "bad.pt")
-    with pytest.raises(DirectionError, match=r"bad\.pt: expected a direction tensor \[1, D\] or \[D\], got \[3, 8\]"):
+    with pytest.raises(DirectionError, match=r"bad\.pt: expected a direction tensor \[1, D\], \[D\] or per layer "
+                                             r"\[1, N, D\], got \[3, 8\]"):
         load_direction(tmp_path / "bad.pt", 8)
     with pytest.raises(DirectionError, match="missing"):
         torch.save({"mean": torch.zeros(1, 8)}, tmp_path / "half.pt")
@@ -332,7 +358,7 @@ def test_evaluate_skips_editing_in_a_world_without_attributes(tmp_path):
     """The ffhq world without an attribute classifier: reconstruction only, editing skipped with the reason."""
     from types import SimpleNamespace
 
-    from clcae.evaluate import editing_directions
+    from clcae.pipeline.evaluate import editing_directions
 
     world = SimpleNamespace(name="ffhq", attribute_names=[], no_attributes_hint=" (set ffhq.attribute_classifier)")
     cfg = SimpleNamespace(edit_directions=["smile"])

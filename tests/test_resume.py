@@ -18,7 +18,8 @@ import yaml
 from conftest import ROOT
 
 from clcae import training
-from clcae.config import ClcaeError, ConfigError, InputError, stage_main
+from clcae.errors import ClcaeError, ConfigError, InputError
+from clcae.pipeline import stage_main
 from clcae.training import (
     LiveLog,
     ResumeMismatch,
@@ -130,12 +131,12 @@ def test_stage_code_keeps_code_deps_only(tmp_path):
 
 def test_the_pipeline_stages_hash_their_code(monkeypatch):
     monkeypatch.chdir(ROOT)
-    assert stage_code("synthesize") == ["stages/synthesize.py", "clcae/synthesize.py", "clcae/shards.py",
+    assert stage_code("synthesize") == ["stages/synthesize.py", "clcae/pipeline/synthesize.py", "clcae/shards.py",
                                         "clcae/nets/stylegan2.py",
                                         "clcae/training.py", "clcae/seeding.py", "clcae/images.py",
                                         "clcae/distributed.py", "clcae/data.py", "clcae/io.py"]
     aligner = stage_code("train_aligner")
-    assert "clcae/train_aligner.py" in aligner and "clcae/training.py" in aligner and "data/pairs" not in aligner
+    assert "clcae/pipeline/train_aligner.py" in aligner and "clcae/training.py" in aligner and "data/pairs" not in aligner
 
 
 # ----------------------------------------------------------------------------- resume points
@@ -272,9 +273,9 @@ def test_stage_main_prints_the_projects_errors_as_one_line(tmp_path, capsys):
 def test_bad_inputs_print_one_line(tmp_path, capsys):
     from test_train_aligner import tiny_params
 
-    from clcae.synthesize import run as synthesize_run
-    from clcae.train_aligner import run as aligner_run
-    from clcae.worlds.procfaces.stage import run as world_run
+    from clcae.pipeline.synthesize import run as synthesize_run
+    from clcae.pipeline.train_aligner import run as aligner_run
+    from clcae.pipeline.world import run as world_run
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
@@ -306,7 +307,7 @@ def test_bad_inputs_print_one_line(tmp_path, capsys):
 def test_synthesize_keeps_shards_only_for_an_interrupted_run_of_the_same_code(tmp_path, monkeypatch):
     from test_train_aligner import tiny_params
 
-    import clcae.synthesize as syn
+    import clcae.pipeline.synthesize as syn
     from clcae.shards import load_pairs
 
     params = tiny_params(tmp_path)  # 160 pairs in two shards of 80
@@ -423,7 +424,7 @@ def test_dvc_reruns_after_code_change_force_and_sigterm(tmp_path):
 
     # an interrupted run, then a code change: both stages recompute from scratch
     sigterm_mid_training(repo)
-    for f in ("clcae/train_aligner.py", "clcae/synthesize.py"):
+    for f in ("clcae/pipeline/train_aligner.py", "clcae/pipeline/synthesize.py"):
         with open(repo / f, "a") as fh:
             fh.write("# touched\n")
     out = dvc("repro", "train_aligner", cwd=repo).stdout

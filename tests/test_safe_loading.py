@@ -10,7 +10,6 @@ import pytest
 import tiny
 import torch
 
-from clcae.config import stage_main
 from clcae.io import (
     TRUST_ENV,
     CheckpointError,
@@ -26,6 +25,7 @@ from clcae.nets.aligner import Aligner, AlignerConfig, load_aligner, load_offici
 from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, load_encoder, load_official_encoder, save_encoder
 from clcae.nets.irse import Backbone, load_arcface
 from clcae.nets.stylegan2 import load_generator, save_generator
+from clcae.pipeline import stage_main
 from clcae.shards import load_pairs
 from clcae.worlds.procfaces.world_cnn import WorldCNN, load_world_cnn, save_world_cnn
 
@@ -345,3 +345,39 @@ def test_a_resume_point_with_a_payload_is_ignored_not_run(tmp_path, capsys, monk
     assert ResumePoint(path, {"a": 1}).load() is None
     assert not marker.exists() and str(path) in capsys.readouterr().out
 
+
+
+def test_refusal_names_only_globals_off_the_allow_list(tmp_path):
+    """torch's own static scan names the globals, with clcae's allow-list (Namespace, numpy) left out."""
+    marker = tmp_path / "marker"
+    blob = {"opts": argparse.Namespace(lr=1e-4), "best": np.float64(0.5), "losses": np.zeros(3),
+            "w": torch.zeros(2), "payload": Payload(marker)}
+    torch.save(blob, tmp_path / "zip.pt")
+    torch.save(blob, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("zip.pt", "legacy.pt"):
+        with pytest.raises(UnsafeCheckpointError) as err:
+            read_checkpoint(tmp_path / name)
+        assert sorted(err.value.globals) == ["builtins.getattr", "pathlib.Path", "pathlib.PosixPath"], name
+        assert str(tmp_path / name) in str(err.value) and "pathlib.PosixPath" in str(err.value)
+    assert not marker.exists()
+
+
+def test_refusal_of_a_protocol_4_pickle_still_names_the_globals(tmp_path):
+    """torch's scan stops at protocol-4 opcodes (FRAME, STACK_GLOBAL); clcae's own scan names them."""
+    class System:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'marker'}",)
+
+    torch.save({"w": torch.zeros(2), "x": System()}, tmp_path / "p4.pt", pickle_protocol=4)
+    with pytest.raises(UnsafeCheckpointError, match=r"p4\.pt: refused to load: .*global\(s\) posix\.system"):
+        read_checkpoint(tmp_path / "p4.pt")
+    assert not (tmp_path / "marker").exists()
+
+
+def test_numpy_globals_is_public_and_keeps_its_old_name():
+    from clcae import io
+
+    names = {name for _, name in io.numpy_globals()}
+    assert {"numpy.ndarray", "numpy.dtype", "numpy.dtypes.Float64DType"} <= names
+    assert not any("Object" in name for name in names)  # object arrays and scalars stay refused
+    assert io._numpy_globals is io.numpy_globals

@@ -1,6 +1,8 @@
 """Every stage's DVC deps name the clcae modules its script imports (at module level, transitively),
-so editing one reruns the stage and moves its resume-point code signature. ``clcae/config.py`` is
-the exception: it validates params, and DVC follows the params themselves."""
+so editing one reruns the stage and moves its resume-point code signature. The params' schema and
+its errors (``clcae/config.py``, ``schema.py``, ``errors.py``) and the stage entry point
+(``clcae/pipeline/__init__.py``: reads params, prints errors) are the exceptions: they compute
+nothing, and DVC follows the params themselves. And no stage module imports another."""
 import ast
 import re
 from pathlib import Path
@@ -10,7 +12,7 @@ import yaml
 from conftest import ROOT
 
 PIPELINES = ("dvc.yaml", "seeds/dvc.yaml", "ffhq/dvc.yaml")
-EXEMPT = {"clcae/__init__.py", "clcae/config.py"}
+EXEMPT = {"clcae/__init__.py", "clcae/config.py", "clcae/schema.py", "clcae/errors.py", "clcae/pipeline/__init__.py"}
 
 
 def module_file(name: str) -> Path | None:
@@ -56,3 +58,17 @@ def test_stage_deps_cover_the_modules_its_script_imports(stage):
 
     missing = sorted(p for p in import_closure(ROOT / script) - EXEMPT if not covered(p))
     assert script in deps and not missing, f"{script}: add to the stage's deps: {missing}"
+
+
+@pytest.mark.parametrize("module", sorted((ROOT / "clcae" / "pipeline").glob("[!_]*.py")), ids=lambda p: p.stem)
+def test_no_stage_module_imports_another(module):
+    """A stage's module imports library modules only (at any level), so that changing one stage's
+    code reruns that stage alone; what two stages share lives beside ``clcae/pipeline``."""
+    imported = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+    stages = {f"clcae.pipeline.{p.stem}" for p in module.parent.glob("[!_]*.py")} - {f"clcae.pipeline.{module.stem}"}
+    assert not imported & stages, f"{module.name} imports stage modules {sorted(imported & stages)}"

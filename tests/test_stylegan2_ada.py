@@ -137,3 +137,40 @@ def test_tensorflow_pickles_and_other_files_are_named(tmp_path, monkeypatch):
     (tmp_path / "t.pkl").write_bytes(pickle.dumps({"G_ema": 1})[:-5])
     with pytest.raises(CheckpointError, match="cannot be read"):
         read_snapshot(tmp_path / "t.pkl")
+
+
+def ada_256_views(image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The parts of a 256 px render that ada_256.expected.pt stores (its config's ``image_storage``)."""
+    return {"stride8": image[..., ::8, ::8], "crop_c": image[..., 120:136, 120:136],
+            "crop_tl": image[..., :16, :16], "crop_br": image[..., -16:, -16:],
+            "pool8": torch.nn.functional.avg_pool2d(image, 8)}
+
+
+def test_the_256_snapshot_with_conv_clamp_renders_nvlabs_images_through_load_generator(tmp_path):
+    """ada_256: 2-layer mapping, conv_clamp 256 biting in b256.conv1 (about half of channel 0's pixels).
+    ``load_generator`` reads the .pkl itself; the converted .pt keeps the clamp."""
+    from clcae.nets.stylegan2 import load_generator, save_generator
+
+    ref = expected("ada_256")
+    G = load_generator(DATA / "ada_256.pkl")
+    assert G.conv_clamp == 256.0 and G.n_mlp == 2 and G.n_latent == 14
+    save_generator(G, tmp_path / "g.pt")
+    G_pt = load_generator(tmp_path / "g.pt")
+    assert G_pt.conv_clamp == 256.0
+    with torch.no_grad():
+        w = G.mapping(ref["z"])
+        torch.testing.assert_close(w, ref["w"][:, 0], atol=1e-5, rtol=0)
+        renders = {"z": G.synthesis(w[:, None].expand(-1, G.n_latent, -1)),
+                   "trunc": G.synthesis(G.mapped(ref["z"], 0.7)[:, None].expand(-1, G.n_latent, -1)),
+                   "ws": G.synthesis(ref["ws_mixed"])}
+        for name, image in renders.items():
+            for view, value in ada_256_views(image).items():
+                key = f"image_{name}_{view}"
+                if key in ref:
+                    torch.testing.assert_close(value, ref[key], atol=1e-4, rtol=0, msg=key)
+        torch.testing.assert_close(G_pt.synthesis(ref["ws_mixed"]), renders["ws"], atol=0, rtol=0)
+        for module in G.modules():          # the clamp is what makes the match: without it, off by ~0.14
+            if hasattr(module, "conv_clamp"):
+                module.conv_clamp = None
+        unclamped = ada_256_views(G.synthesis(ref["ws_mixed"]))["stride8"]
+    assert (unclamped - ref["image_ws_stride8"]).abs().max() > 0.05

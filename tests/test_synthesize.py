@@ -4,10 +4,10 @@ import hashlib
 import pytest
 import torch
 
-import clcae.synthesize as syn
+import clcae.pipeline.synthesize as syn
 from clcae.nets.stylegan2 import Generator
+from clcae.pipeline.synthesize import PairSpec, synthesize
 from clcae.shards import load_pairs, pairs_manifest
-from clcae.synthesize import PairSpec, synthesize
 
 
 @pytest.fixture(scope="module")

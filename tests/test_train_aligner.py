@@ -9,13 +9,14 @@ import pytest
 import torch
 from tiny import curve_steps
 
-import clcae.train_aligner as ta
+import clcae.pipeline.train_aligner as ta
 from clcae import training
-from clcae.config import ConfigError, Params, build
+from clcae.config import Params, build
+from clcae.errors import ConfigError
 from clcae.io import read_checkpoint
 from clcae.nets.aligner import load_aligner
 from clcae.nets.stylegan2 import Generator, save_generator
-from clcae.synthesize import run as synthesize_run
+from clcae.pipeline.synthesize import run as synthesize_run
 from clcae.training import TrainingInterrupted
 
 

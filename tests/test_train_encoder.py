@@ -10,16 +10,16 @@ import torch
 from conftest import ROOT
 from test_safe_loading import official_states
 
-import clcae.train_encoder as te
+import clcae.pipeline.train_encoder as te
 from clcae.config import Params, build
 from clcae.inversion import invert
 from clcae.losses import InversionLoss, InversionLossConfig
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
 from clcae.nets.encoder import load_encoder
 from clcae.nets.stylegan2 import Generator, save_generator
+from clcae.pipeline.world import write_train_shards
 from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces import world_cnn as wc
-from clcae.worlds.procfaces.stage import write_train_shards
 
 # encoder side 32 -> T3 8x8; the tiny generator's layer 3 (second conv at 8x8) is F
 TINY_ENCODER = {"num_layers": 18, "width": 4, "heads": 2, "dropout": 0.0, "feature_layer": 3, "batch_size": 4,
@@ -69,7 +69,7 @@ def test_stage_writes_encoder_metrics_curves_and_grid(tiny_world, tmp_path):
     assert on_disk["steps"] == 6 and on_disk["test_images"] == 4 and on_disk["replicas_identical"]
     assert set(on_disk["test"]) == {"w", "wplus", "f"}
     for figures in on_disk["test"].values():
-        assert figures["l2"] == pytest.approx(4 * figures["mse"])
+        assert figures["l2_psp"] == pytest.approx(4 * figures["mse"])
         assert 0 < figures["mse"] < 1 and figures["world_perceptual"] > 0
         assert -1 <= figures["world_id_similarity"] <= 1
     assert on_disk["test"] == metrics["test"]
@@ -113,8 +113,8 @@ def test_loader_workers_change_nothing_and_init_starts_from_saved_weights(tiny_w
     c = te.run(params, "clcae")   # starts from a's weights: after 6 more steps, closer to the images
     assert c["test"]["f"]["mse"] < a["test"]["f"]["mse"]
 
-    from clcae.config import ConfigError, InputError
-    from clcae.evaluate import evaluated_variants, load_variant
+    from clcae.errors import ConfigError, InputError
+    from clcae.pipeline.evaluate import evaluated_variants, load_variant
 
     params.evaluate.released = {"clcae_released": str(saved)}   # evaluate.released: after the trained variants
     assert evaluated_variants(params) == ["clcae", "psp", "clcae_released"]
@@ -139,7 +139,7 @@ def test_the_released_contrastive_models_serve_as_the_frozen_aligner(tiny_world,
     G(w_avg) and G's latent_avg, and embeds as the aligner they came from; training reads the files the
     list names ([aligner.pt] = the default); a missing file, a size the encoder does not see or a
     third file is named."""
-    from clcae.config import InputError
+    from clcae.errors import InputError
     from clcae.inversion import average_image, load_any_aligner
     from clcae.io import CheckpointError
 
@@ -172,7 +172,7 @@ def test_the_released_contrastive_models_serve_as_the_frozen_aligner(tiny_world,
     with pytest.raises(InputError, match=r"absent\.pt: aligner file not found \(train_encoder\.variants\.clcae\.aligner\)"):
         te.run(tiny_params(tiny_world, tmp_path / "m", steps=2, aligner=[files[0], str(tmp_path / "absent.pt")]),
                "clcae")
-    from clcae.config import ConfigError
+    from clcae.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"train_encoder\.common\.aligner: \[\] .* got 3 files"):
         tiny_params(tiny_world, tmp_path / "x", aligner=files + files[:1])
@@ -346,7 +346,7 @@ def test_two_gloo_processes_match_one_process(tiny_world, tmp_path, monkeypatch)
 PRE_EMPTED_RANKS = """
 import hashlib, os, runpy, signal, sys
 import torch
-import clcae.train_encoder as te
+import clcae.pipeline.train_encoder as te
 
 stop_at, real_lr_at, real_train = int(os.environ.get("STOP_AT", "-1")), te.lr_at, te.train
 
@@ -411,7 +411,7 @@ def test_bad_inputs_print_one_line_and_exit_1(tiny_world, tmp_path, capsys):
     """A missing aligner or world, or an unknown variant: `error: ...` and exit 1, no traceback."""
     import yaml
 
-    from clcae.config import stage_main
+    from clcae.pipeline import stage_main
 
     def stage(variant, **changes):
         params = tiny_params(tiny_world, tmp_path)

@@ -6,7 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clcae.config import Params
+from clcae.errors import ConfigError
 from clcae.images import to_uint8
+from clcae.schema import build
 from clcae.worlds.procfaces import procfaces as pf
 from clcae.worlds.procfaces import world_cnn as wc
 
@@ -102,12 +105,15 @@ def test_verification_accuracy_on_clean_and_random_embeddings():
 
 
 def test_config_rejects_unknown_and_bad_values():
-    with pytest.raises(KeyError, match="stepz"):
+    with pytest.raises(ConfigError, match="world_cnn.stepz: unknown key"):
         wc.WorldCNNConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="widths"):
         wc.WorldCNNConfig(widths=(8, 8))
-    with pytest.raises(ValueError, match="detail_prob"):
+    with pytest.raises(ConfigError, match="detail_prob: must be <= 1"):
         wc.WorldCNNConfig(detail_prob=2.0)
+    with pytest.raises(ConfigError, match="world.world_cnn.lr: must be > 0"):
+        build(Params, {"world": {"world_cnn": {"lr": 0}}})
+    assert wc.with_seed(wc.WorldCNNConfig(), 5).seed == 5 and wc.with_seed(wc.WorldCNNConfig(seed=2), 5).seed == 2
 
 
 def test_tiny_training_run_reduces_attribute_loss(tmp_path):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clcae.config import InputError
+from clcae.errors import InputError
 from clcae.io import CheckpointError, read_checkpoint, save_torch
 
 
@@ -53,9 +53,12 @@ class LayerRange:
 
 @dataclass
 class Direction:
-    """``strength * vector`` added to the w+ layers in ``layers`` (all when None)."""
+    """``strength * vector`` added to the w+ layers in ``layers`` (all when None).
+
+    ``vector`` is one ``[D]`` for every layer, or ``[N, D]``: a per-layer edit (row i moves w+
+    layer i; N must be the generator's number of w+ layers)."""
     name: str
-    vector: torch.Tensor              # [D]
+    vector: torch.Tensor              # [D], or [N, D] per layer
     layers: LayerRange | None = None
     source: str = ""                  # the file it came from, or how it was fitted
     strength: float = 1.0             # a typical strength (the default of `clcae edit`, the scored one)
@@ -63,11 +66,21 @@ class Direction:
     attribute_sign: int = 1           # +1: a positive strength raises the attribute, -1: lowers it
 
     def __post_init__(self):
-        self.vector = torch.as_tensor(self.vector, dtype=torch.float32).reshape(-1).cpu()
+        vector = torch.as_tensor(self.vector, dtype=torch.float32).cpu()
+        self.vector = vector if vector.ndim == 2 and vector.shape[0] > 1 else vector.reshape(-1)
 
     @property
     def dim(self) -> int:
-        return self.vector.numel()
+        return self.vector.shape[-1]
+
+    @property
+    def per_layer(self) -> bool:
+        return self.vector.ndim == 2
+
+    @property
+    def mean_vector(self) -> torch.Tensor:
+        """``[D]``: the vector, or a per-layer direction's mean over layers (for cosines between directions)."""
+        return self.vector.mean(0) if self.per_layer else self.vector
 
     def check_dim(self, style_dim: int) -> Direction:
         check_dim(self.vector, style_dim, self.source or self.name)
@@ -84,6 +97,11 @@ class Direction:
             layers.check(n_latent, f"direction {self.name!r}")
             mask = layers.mask(n_latent)
         s = torch.as_tensor(strength, dtype=torch.float32).reshape(-1, 1, 1)   # [B|1, 1, 1]
+        if self.per_layer:
+            if self.vector.shape[0] != n_latent:
+                raise DirectionError(f"{self.source or self.name}: a per-layer direction of {self.vector.shape[0]} "
+                                     f"layers; the generator has {n_latent} w+ layers")
+            return s * mask[None, :, None] * self.vector[None]
         return s * mask[None, :, None] * self.vector[None, None, :]
 
 
@@ -141,8 +159,13 @@ def _read(path: Path):
 
 
 def load_direction(path: str | os.PathLike, style_dim: int, name: str | None = None,
-                   layers: LayerRange | None = None) -> Direction:
-    """An InterFaceGAN-style normal (``.pt`` tensor or ``.npy``, ``[1, D]`` or ``[D]``) -> Direction."""
+                   layers: LayerRange | None = None, n_latent: int | None = None) -> Direction:
+    """An InterFaceGAN-style normal (``.pt`` tensor or ``.npy``) -> Direction.
+
+    Layouts: ``[1, D]`` or ``[D]`` (InterFaceGAN, e4e's ``age.pt``, ``smile.pt``); ``[1, N, D]``
+    per layer (CLCAE's ``pose.pt`` is ``[1, 18, 512]`` with 18 identical rows): identical rows
+    become one ``[D]`` vector, different rows a per-layer edit (N checked against ``n_latent``
+    when given). Wrong sizes are named with the expected ones."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: direction file not found")
@@ -152,10 +175,17 @@ def load_direction(path: str | os.PathLike, style_dim: int, name: str | None = N
     if not isinstance(blob, torch.Tensor):
         kind = "a GANSpace PCA basis (use load_pca)" if isinstance(blob, dict) and "comp" in blob else type(blob).__name__
         raise DirectionError(f"{path}: expected a direction tensor [1, D], got {kind}")
-    if not (blob.ndim == 1 or (blob.ndim == 2 and blob.shape[0] == 1)):
-        raise DirectionError(f"{path}: expected a direction tensor [1, D] or [D], got {list(blob.shape)}")
+    shape = list(blob.shape)
+    if not (blob.ndim == 1 or (blob.ndim in (2, 3) and blob.shape[0] == 1)):
+        raise DirectionError(f"{path}: expected a direction tensor [1, D], [D] or per layer [1, N, D], got {shape}")
     check_dim(blob, style_dim, os.fspath(path))
-    return Direction(name or path.stem, blob.float(), layers, source=os.fspath(path))
+    blob = blob.float().cpu().reshape(-1, blob.shape[-1])                       # [1 or N, D]
+    if blob.shape[0] > 1 and bool((blob == blob[:1]).all()):
+        blob = blob[:1]                                                          # N identical rows: one vector
+    elif blob.shape[0] > 1 and n_latent is not None and blob.shape[0] != n_latent:
+        raise DirectionError(f"{path}: a per-layer direction {shape} of {blob.shape[0]} layers; the generator "
+                             f"has {n_latent} w+ layers")
+    return Direction(name or path.stem, blob, layers, source=os.fspath(path))
 
 
 def load_pca(path: str | os.PathLike, style_dim: int) -> PCABasis:
@@ -206,7 +236,7 @@ def read_directions(folder: str | os.PathLike, style_dim: int, n_latent: int | N
             d = bases[entry["file"]].direction(entry["component"], *(entry["layers"] or (None, None)), name=name,
                                                strength=entry["strength"], **scoring)
         else:
-            d = load_direction(folder / entry["file"], style_dim, name=name, layers=layers)
+            d = load_direction(folder / entry["file"], style_dim, name=name, layers=layers, n_latent=n_latent)
             d.strength, d.attribute, d.attribute_sign = entry["strength"], scoring["attribute"], scoring["attribute_sign"]
         if n_latent is not None and d.layers is not None:
             d.layers.check(n_latent, f"{index_path}: {name}")

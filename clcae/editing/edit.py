@@ -32,6 +32,7 @@ import torch
 
 from clcae.data import resize_square
 from clcae.editing.directions import Direction, LayerRange
+from clcae.spaces import SPACES
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Editor:
 
     @torch.inference_mode()
     def edit(self, inversion, direction: Direction, strength: float | torch.Tensor,
-             layers: LayerRange | None = None, spaces: tuple[str, ...] = ("w", "wplus", "f"),
+             layers: LayerRange | None = None, spaces: tuple[str, ...] = SPACES,
              g_base: torch.Tensor | None = None) -> Edited:
         """Edit a batch (an :class:`~clcae.inversion.Inversion`); ``strength`` a float or per-image ``[B]``.
 
@@ -92,7 +93,7 @@ class Editor:
         return delta
 
     @torch.inference_mode()
-    def apply(self, inversion, delta: torch.Tensor, spaces: tuple[str, ...] = ("w", "wplus", "f"),
+    def apply(self, inversion, delta: torch.Tensor, spaces: tuple[str, ...] = SPACES,
               g_base: torch.Tensor | None = None) -> Edited:
         """Add ``delta [B|1, N, D]`` to every image's codes and render the ``spaces``."""
         G = self.G

@@ -27,6 +27,7 @@ from clcae.editing.directions import Direction
 from clcae.editing.edit import Editor
 from clcae.metrics.frechet import FrechetReference
 from clcae.metrics.mse import mse01
+from clcae.spaces import SPACES
 
 Describe = Callable[[torch.Tensor], dict]
 
@@ -51,7 +52,7 @@ class EditJudges:
 
 def edit_sweep(editor: Editor, inversion, inputs: torch.Tensor, directions: dict[str, Direction],
                strengths: list[float], judges: EditJudges, real_features: torch.Tensor,
-               spaces: tuple[str, ...] = ("w", "wplus", "f")) -> tuple[pd.DataFrame, pd.DataFrame]:
+               spaces: tuple[str, ...] = SPACES) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every (direction, space, strength) on one batch of inversions of ``inputs`` ([-1, 1]).
 
     Each direction is scored on its ``attribute`` (the judge's name; default: the direction's
@@ -99,7 +100,7 @@ def edit_sweep(editor: Editor, inversion, inputs: torch.Tensor, directions: dict
 
 
 def editing_consistency(editor: Editor, invert: Callable, inversion, directions: dict[str, Direction],
-                        strength: float, judges: EditJudges, spaces: tuple[str, ...] = ("w", "wplus", "f")) -> pd.DataFrame:
+                        strength: float, judges: EditJudges, spaces: tuple[str, ...] = SPACES) -> pd.DataFrame:
     """e4e's latent editing consistency, per image: edit by ``+strength``, re-invert the edited
     image, edit that back by ``-strength``, compare with the unedited inversion.
 

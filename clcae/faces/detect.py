@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clcae.config import InputError
+from clcae.errors import InputError
 
 
 @dataclass

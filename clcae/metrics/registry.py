@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from clcae.config import InputError
+from clcae.errors import InputError
 
 # modules whose import registers an image metric (in the order list_metrics reports)
 IMAGE_METRIC_MODULES = ("mse", "psnr", "ssim", "lpips")

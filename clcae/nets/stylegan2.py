@@ -202,32 +202,41 @@ class ConstantInput(nn.Module):
         return self.input.expand(batch, -1, -1, -1)
 
 
+def clamp_activation(x: torch.Tensor, conv_clamp: float | None) -> torch.Tensor:
+    """StyleGAN2-ADA's ``conv_clamp``: activations held in [-c, c] (None: unclamped, rosinality)."""
+    return x if conv_clamp is None else x.clamp(-conv_clamp, conv_clamp)
+
+
 class StyledConv(nn.Module):
-    """Modulated conv -> noise -> bias + leaky ReLU: one 'conv layer' of F space."""
+    """Modulated conv -> noise -> bias + leaky ReLU [-> clamp]: one 'conv layer' of F space."""
 
     def __init__(self, in_channel: int, out_channel: int, style_dim: int, upsample: bool = False,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), conv_clamp: float | None = None):
         super().__init__()
         self.conv = ModulatedConv2d(in_channel, out_channel, 3, style_dim, upsample=upsample,
                                     blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
+        self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        return clamp_activation(self.activate(self.noise(self.conv(x, style), noise)), self.conv_clamp)
 
 
 class ToRGB(nn.Module):
+    """1x1 modulated conv to RGB [-> clamp], plus the upsampled skip image of the lower resolutions."""
+
     def __init__(self, in_channel: int, style_dim: int, upsample: bool = True,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), conv_clamp: float | None = None):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias
+        out = clamp_activation(self.conv(x, style) + self.bias, self.conv_clamp)   # ADA clamps before the skip sum
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -254,12 +263,14 @@ def channel_table(size: int, channels: dict[int, int] | None, channel_multiplier
 class Generator(nn.Module):
     """z -> w (mapping) -> W+ (one w per layer) -> image, with F-space injection.
 
-    ``channels`` maps resolution -> channels (e.g. ``{4: 512, ..., 1024: 32}``).
+    ``channels`` maps resolution -> channels (e.g. ``{4: 512, ..., 1024: 32}``). ``conv_clamp``:
+    StyleGAN2-ADA's activation clamp (its generators trained with it, e.g. 256; None: rosinality's).
     """
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8,
                  channels: dict[int, int] | None = None, channel_multiplier: int = 2,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01,
+                 conv_clamp: float | None = None):
         super().__init__()
         log_size = int(math.log2(size))
         channels = channel_table(size, channels, channel_multiplier, "generator")
@@ -267,6 +278,7 @@ class Generator(nn.Module):
         self.channels = {int(r): int(c) for r, c in channels.items() if r <= size}
         self.blur_kernel = list(blur_kernel)
         self.lr_mlp = lr_mlp
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
         self.log_size = log_size
         self.num_layers = (log_size - 2) * 2 + 1  # conv layers (= noise inputs)
         self.n_latent = log_size * 2 - 2
@@ -274,8 +286,9 @@ class Generator(nn.Module):
         self.style = nn.Sequential(PixelNorm(), *[
             EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)])
         self.input = ConstantInput(self.channels[4])
-        self.conv1 = StyledConv(self.channels[4], self.channels[4], style_dim, blur_kernel=blur_kernel)
-        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False)
+        clamp = self.conv_clamp
+        self.conv1 = StyledConv(self.channels[4], self.channels[4], style_dim, blur_kernel=blur_kernel, conv_clamp=clamp)
+        self.to_rgb1 = ToRGB(self.channels[4], style_dim, upsample=False, conv_clamp=clamp)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         self.noises = nn.Module()
@@ -285,9 +298,10 @@ class Generator(nn.Module):
         in_channel = self.channels[4]
         for i in range(3, log_size + 1):
             out_channel = self.channels[2 ** i]
-            self.convs.append(StyledConv(in_channel, out_channel, style_dim, upsample=True, blur_kernel=blur_kernel))
-            self.convs.append(StyledConv(out_channel, out_channel, style_dim, blur_kernel=blur_kernel))
-            self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(in_channel, out_channel, style_dim, upsample=True, blur_kernel=blur_kernel,
+                                         conv_clamp=clamp))
+            self.convs.append(StyledConv(out_channel, out_channel, style_dim, blur_kernel=blur_kernel, conv_clamp=clamp))
+            self.to_rgbs.append(ToRGB(out_channel, style_dim, blur_kernel=blur_kernel, conv_clamp=clamp))
             in_channel = out_channel
         self.register_buffer("latent_avg", torch.zeros(style_dim))
 
@@ -295,8 +309,9 @@ class Generator(nn.Module):
 
     @property
     def config(self) -> dict:
-        return {"size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
-                "channels": dict(self.channels), "blur_kernel": list(self.blur_kernel), "lr_mlp": self.lr_mlp}
+        cfg = {"size": self.size, "style_dim": self.style_dim, "n_mlp": self.n_mlp,
+               "channels": dict(self.channels), "blur_kernel": list(self.blur_kernel), "lr_mlp": self.lr_mlp}
+        return cfg if self.conv_clamp is None else {**cfg, "conv_clamp": self.conv_clamp}
 
     def feature_shape(self, layer: int) -> tuple[int, int, int]:
         """(C, H, W) of conv layer ``layer``'s output (1-based, conv1 = 1)."""
@@ -329,7 +344,7 @@ class Generator(nn.Module):
 
     def synthesis(self, wplus: torch.Tensor, noise_mode: str = "const", feature: torch.Tensor | None = None,
                   feature_layer: int = 5, return_features: bool = False, feature_blend: float = 1.0,
-                  feature_insert: str = "next_conv"):
+                  feature_insert: str = "next_conv", max_size: int | None = None):
         """W+ codes [B, n_latent, style_dim] -> image [B, 3, size, size] (about [-1, 1]).
 
         ``feature`` [B, C, H, W] enters at conv layer ``feature_layer``, blended as
@@ -340,6 +355,8 @@ class Generator(nn.Module):
           * ``"replace"`` (an ablation; this project before the fix): f replaces the layer's output
             everywhere, its toRGB skip included.
         ``return_features`` also returns the layer's own output (before f): ``(image, G_k(w+))``.
+        ``max_size``: stop at that resolution and return the skip image there [B, 3, max_size,
+        max_size]: a preview that costs only the layers up to it (the web page's slider).
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -374,15 +391,21 @@ class Generator(nn.Module):
             _, x = at_layer(2 * j + 2, up(x, wplus[:, 2 * j + 1], self._noise(2 * j + 1, noise_mode, wplus)))
             rgb_in, x = at_layer(2 * j + 3, conv(x, wplus[:, 2 * j + 2], self._noise(2 * j + 2, noise_mode, wplus)))
             skip = to_rgb(rgb_in, wplus[:, 2 * j + 3], skip)
+            if max_size is not None and skip.shape[-1] >= max_size:
+                break
         if return_features:
             return skip, captured
         return skip
 
+    def mapped(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
+        """z [B, style_dim] -> w [B, style_dim], pulled toward ``latent_avg`` by ``truncation``
+        (the truncation trick: ``latent_avg + psi (w - latent_avg)``; 1 leaves w as mapped)."""
+        w = self.mapping(z)
+        return w if truncation == 1.0 else self.latent_avg + truncation * (w - self.latent_avg)
+
     def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: str = "const") -> torch.Tensor:
         """z [B, style_dim] -> image, with truncation toward ``latent_avg``."""
-        w = self.mapping(z)
-        if truncation != 1.0:
-            w = self.latent_avg + truncation * (w - self.latent_avg)
+        w = self.mapped(z, truncation)
         return self.synthesis(w[:, None].expand(-1, self.n_latent, -1), noise_mode=noise_mode)
 
 
@@ -539,16 +562,26 @@ def estimate_latent_avg(G: Generator, n: int = 10_000, seed: int = 0) -> torch.T
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", trust: bool | None = None) -> Generator:
-    """Load a rosinality-layout StyleGAN2 checkpoint; eval mode, requires_grad off.
+    """Load a StyleGAN2 generator; eval mode, requires_grad off.
 
-    Read weights-only by :func:`clcae.io.read_checkpoint` (``trust`` as there)."""
+    A rosinality-layout checkpoint (``.pt``: ``g_ema``, ``latent_avg`` [, ``conv_clamp``]) is read
+    weights-only by :func:`clcae.io.read_checkpoint` (``trust`` as there). A StyleGAN2-ADA
+    training snapshot (``network-snapshot-*.pkl``) is read by the restricted unpickler of
+    :mod:`clcae.nets.stylegan2_ada`, which runs nothing from the file whatever ``trust`` says, and
+    its ``G_ema`` converted (``w_avg`` as ``latent_avg``, its ``conv_clamp`` kept)."""
     path = os.fspath(path)
-    state, latent_avg = generator_state(read_checkpoint(path, trust=trust), path)
-    return generator_from_state(state, latent_avg, path, device)
+    if path.endswith(".pkl"):
+        from clcae.nets.stylegan2_ada import ada_to_rosinality, read_snapshot  # imports this module
+
+        ada = ada_to_rosinality(read_snapshot(path), path)
+        return generator_from_state(ada.state, ada.latent_avg, path, device, conv_clamp=ada.conv_clamp)
+    ckpt = read_checkpoint(path, trust=trust)
+    state, latent_avg = generator_state(ckpt, path)
+    return generator_from_state(state, latent_avg, path, device, conv_clamp=ckpt.get("conv_clamp"))
 
 
 def generator_from_state(state: dict, latent_avg: torch.Tensor | None = None, path: str = "<state dict>",
-                         device: str | torch.device = "cpu") -> Generator:
+                         device: str | torch.device = "cpu", conv_clamp: float | None = None) -> Generator:
     """A rosinality-layout state dict (+ latent_avg, estimated when None) -> Generator; eval, frozen.
 
     Shared by :func:`load_generator` and loaders of checkpoints that embed a generator (CLCAE's
@@ -556,7 +589,7 @@ def generator_from_state(state: dict, latent_avg: torch.Tensor | None = None, pa
     """
     cfg = infer_generator_config(state, path)
     G = Generator(cfg["size"], cfg["style_dim"], cfg["n_mlp"], channels=cfg["channels"],
-                  blur_kernel=cfg["blur_kernel"], lr_mlp=ROSINALITY_LR_MLP)
+                  blur_kernel=cfg["blur_kernel"], lr_mlp=ROSINALITY_LR_MLP, conv_clamp=conv_clamp)
     state = {k: v for k, v in state.items() if k != "latent_avg"}
     result = G.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k != "latent_avg"]
@@ -585,5 +618,8 @@ def rosinality_state_dict(G: Generator) -> dict:
 
 
 def save_generator(G: Generator, path: str | os.PathLike, **extra) -> None:
-    """Write ``{'g_ema': ..., 'latent_avg': ...}`` atomically (temp file, then rename)."""
-    save_torch({"g_ema": rosinality_state_dict(G), "latent_avg": G.latent_avg.detach().cpu().clone(), **extra}, path)
+    """Write ``{'g_ema': ..., 'latent_avg': ...[, 'conv_clamp': c]}`` atomically (temp file, then rename);
+    ``conv_clamp`` only for generators that have one (the rosinality layout has no such key)."""
+    clamp = {} if G.conv_clamp is None else {"conv_clamp": G.conv_clamp}
+    save_torch({"g_ema": rosinality_state_dict(G), "latent_avg": G.latent_avg.detach().cpu().clone(), **clamp, **extra},
+               path)

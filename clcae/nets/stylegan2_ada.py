@@ -104,9 +104,9 @@ def _allowed() -> dict[str, object]:
         allowed["torch._utils._rebuild_parameter_with_state"] = tu._rebuild_parameter_with_state
     for name in ("float32", "float16", "float64", "bfloat16", "int64", "int32", "uint8", "int8", "bool"):
         allowed[f"torch.{name}"] = getattr(torch, name)
-    from clcae.io import _numpy_globals
+    from clcae.io import numpy_globals
 
-    allowed.update({name: obj for obj, name in _numpy_globals()})
+    allowed.update({name: obj for obj, name in numpy_globals()})
     return allowed
 
 

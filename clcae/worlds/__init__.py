@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from clcae.config import ConfigError
+from clcae.errors import ConfigError
 from clcae.worlds.base import World
 
 WORLDS = ("procfaces", "ffhq")

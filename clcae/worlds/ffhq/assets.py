@@ -219,7 +219,7 @@ def require(name: str, path: str | os.PathLike) -> Path:
     """``path`` when the asset ``name`` is there and looks like the file (not an HTML page, a PyTorch
     file), else the project's input error with the message that says what to fetch and where. Size
     and sha256 are the assets stage's check; loaders check the layout (stand-in weights pass)."""
-    from clcae.config import InputError
+    from clcae.errors import InputError
 
     status = check(format_only(ASSETS[name]), Path(path), hash_files=False)
     if not status.ok:
@@ -252,7 +252,7 @@ def run(params) -> dict:
     """Stage `assets` (ffhq/dvc.yaml): every asset's status into ``ffhq.assets_report``; an error naming
     each missing or damaged one (and where to fetch it) unless all the stages need is in place.
     ``ffhq.verify_checksums: false`` (stand-in files, e.g. the tests') checks presence and format only."""
-    from clcae.config import InputError
+    from clcae.errors import InputError
     from clcae.io import save_json
 
     verify = params.ffhq.verify_checksums   # false for stand-ins: what a file is, not whose bytes
@@ -276,7 +276,8 @@ def run(params) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clcae.config import ClcaeError, load_params
+    from clcae.config import load_params
+    from clcae.errors import ClcaeError
 
     ap = argparse.ArgumentParser(prog="python -m clcae.worlds.ffhq.assets", description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=("check", "fetch"))

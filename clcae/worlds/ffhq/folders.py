@@ -1,6 +1,7 @@
 """Users' image folders that may hold damaged files: find the ones that do not decode, skip them by name.
 
-:class:`clcae.data.FolderImages` reads each file's header when it is built; a truncated or damaged
+:class:`clcae.data.FolderImages` reads each file's header when it is built (and decodes it with
+:func:`clcae.images.decode_image` when served); a truncated or damaged
 file often has a valid header and fails only when decoded, which would stop training or evaluation
 at image 2,000. Skipped files join ``images.skipped`` (name, reason), are named in one warning and
 counted in the stages' metrics.
@@ -12,17 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from clcae.config import InputError
-from clcae.data import FolderImages, read_image
+from clcae.data import FolderImages
+from clcae.errors import InputError
+from clcae.images import ImageDecodeError, decode_image
 
 
 def undecodable(images: FolderImages, threads: int = 8) -> list[tuple[str, str]]:
     """``(name, reason)`` of the files that fail to decode (threads: PIL releases the GIL while decoding)."""
     def fails(name: str) -> str | None:
         try:
-            read_image(images.folder / name)
-        except OSError as e:
-            return str(e).split(": ", 1)[-1]
+            decode_image(images.folder / name)
+        except ImageDecodeError as e:                   # "<path>: <why>"
+            return str(e).removeprefix(f"{images.folder / name}: ")
         return None
 
     with ThreadPoolExecutor(threads) as pool:

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clcae.config import InputError
 from clcae.data import resize
+from clcae.errors import InputError
 from clcae.io import CheckpointError, read_checkpoint
 from clcae.metrics import lpips as metrics_lpips
 from clcae.metrics.lpips import ALEXNET_FILE, ALEXNET_URL, lpips_distance, lpips_linear_path, torchvision_cache  # noqa: F401 (re-exported)

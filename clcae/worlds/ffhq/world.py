@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clcae.config import InputError
 from clcae.data import FolderImages, ImageSet, resize
+from clcae.errors import InputError
 from clcae.nets.irse import IDEncoder, load_arcface
 from clcae.worlds.base import World, check_images, freeze
 from clcae.worlds.ffhq.assets import require

@@ -647,22 +647,19 @@ def write_png_folder(images: torch.Tensor, labels_df, folder: str | os.PathLike)
 
 
 def read_png_folder(folder: str | os.PathLike):
-    """Read a folder written by :func:`write_png_folder` -> ``(images uint8 [N, 3, H, W], df)``."""
+    """Read a folder written by :func:`write_png_folder` -> ``(images uint8 [N, 3, H, W], df)``.
+
+    Each file goes through :func:`clcae.images.decode_image`, the project's one decoder; a file
+    that does not decode raises :class:`clcae.images.ImageDecodeError` (an ``OSError``) naming it.
+    """
     import pandas as pd
-    from PIL import Image
+
+    from clcae.images import decode_image
 
     folder = Path(folder)
     csv = folder / "labels.csv"
     if not csv.is_file():
         raise FileNotFoundError(f"{csv}: no labels.csv (not a ProcFaces PNG folder?)")
     df = pd.read_csv(csv)
-    ims = []
-    for name in df["file"]:
-        path = folder / name
-        try:
-            with Image.open(path) as im:
-                ims.append(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise OSError(f"{path}: unreadable image ({e})") from e
-    images = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).contiguous()
+    images = torch.stack([decode_image(folder / name)[0] for name in df["file"]])  # [N, 3, H, W]
     return images, df

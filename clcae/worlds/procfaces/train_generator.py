@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from clcae.config import ClcaeError
+from clcae.config import WorldCNNConfig
+from clcae.errors import ClcaeError
 from clcae.images import gaussian_blur
 from clcae.io import save_image_grid, save_json
 from clcae.metrics.psnr import batch_psnr
@@ -48,10 +49,11 @@ from clcae.nets.stylegan2 import (
     rosinality_state_dict,
     save_generator,
 )
+from clcae.seeding import seeded_generator
 from clcae.training import PROJECT_ROOT, ResumePoint, StopOnSignal, check_finite, code_signature, lr_at, set_lr
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.quality import generator_quality, sample_images, train_images
-from clcae.worlds.procfaces.world_cnn import WorldCNN, WorldCNNConfig, feature_distance, load_world_cnn, train_world_cnn
+from clcae.worlds.procfaces.world_cnn import WorldCNN, feature_distance, load_world_cnn, train_world_cnn
 
 
 @dataclass
@@ -252,7 +254,7 @@ class TrainState:
         self.opt_D = None  # made when the adversarial phase starts
         self.phase, self.step, self.elapsed = "regression", 0, 0.0
         self.history: list[dict] = []  # one row per log interval, kept across resumes
-        self.data_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.data_rng = seeded_generator(cfg.seed, "generator", "data")
         self.cfg = cfg
         self.render, self.regression_forward = regression_batch, self.forward_loss
         if cfg.compile:
@@ -450,7 +452,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
         state = None
     if state is not None:
         st.load(state)
-    z_val = torch.randn(256, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
+    z_val = torch.randn(256, cfg.style_dim, generator=seeded_generator(cfg.seed, "generator", "validation")).to(device)
     target_val = regression_batch(z_val, cfg.size).target
     history = st.history
     t_total = time.time()
@@ -514,7 +516,7 @@ def train(cfg: GeneratorTrainConfig, out: str, device: str = "cpu", progress: bo
     if world_cnn:
         judge = load_world_cnn(world_cnn).to(device)
         quality, _ = generator_quality(G_ema, judge, train_images(5000, cfg.seed), n=5000, seed=cfg.seed)
-        z_bias = torch.randn(2000, cfg.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 3)).to(device)
+        z_bias = torch.randn(2000, cfg.style_dim, generator=seeded_generator(cfg.seed, "generator", "bias")).to(device)
         cnns = {"judge": judge, **{f"teacher_{k}": t for k, t in enumerate(st.loss_fn.teachers)},
                 **{f"sharp_teacher_{k}": t for k, t in enumerate(st.loss_fn.sharp_teachers)}}
         quality["readout_bias"] = readout_bias(G_ema, cnns, z_bias)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clcae.config import InputError
 from clcae.data import FolderImages, ImageSet
+from clcae.errors import InputError
 from clcae.io import file_sha256
 from clcae.shards import ShardImages
 from clcae.worlds.base import World, check_images, freeze

@@ -20,7 +20,6 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clcae.config import InputError
+from clcae.config import WorldCNNConfig
+from clcae.errors import InputError
 from clcae.images import gaussian_blur, to_float, to_uint8
 from clcae.io import read_checkpoint, save_torch
 from clcae.metrics.regression import attribute_r2
@@ -37,59 +37,6 @@ from clcae.training import check_finite, lr_at, set_lr
 from clcae.worlds.procfaces import procfaces as pf
 
 INPUT_SIZE = 64
-
-
-# --------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class WorldCNNConfig:
-    """Training recipe; the defaults train in about 2-3 minutes on 2 CPU cores."""
-
-    n_people: int = 2000          # training identities (ProcFaces train split)
-    per_person: int = 8           # images per identity (attributes/nuisance vary)
-    steps: int = 1000             # optimizer steps (4 epochs of the default data)
-    batch_size: int = 64
-    lr: float = 3e-3              # AdamW, linear warm-up then cosine decay
-    weight_decay: float = 1e-4
-    warmup_frac: float = 0.05
-    seed: int = 0
-    detail_prob: float = 0.5      # share of training images with test-split details
-    blur_prob: float = 0.5        # share of training images blurred, sigma ~ U(0, blur_sigma) px:
-    blur_sigma: float = 1.0       # readouts that softness does not shift (see blur_shift)
-    widths: tuple[int, ...] = (16, 32, 64, 128, 192)  # stem + 4 stages
-    emb_dim: int = 128
-    margin: float = 0.25          # CosFace additive cosine margin
-    scale: float = 16.0           # CosFace logit scale (30 starved the attribute heads)
-    attr_weight: float = 10.0     # MSE on standardised attributes; lower weights left the small
-                                  # features (lip_red, eye_open) unlearnt in the step budget
-    trait_weight: float = 0.5     # auxiliary MSE on the standardised identity traits
-    eval_people: int = 200        # held-out people (train split) and test-split people
-    eval_per_person: int = 4
-    render_batch: int = 500
-    log_every: int = 100
-
-    def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        for key in ("n_people", "per_person", "steps", "batch_size", "eval_people", "emb_dim"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"WorldCNNConfig.{key} must be >= 1, got {getattr(self, key)}")
-        if self.eval_per_person < 2:
-            raise ValueError("WorldCNNConfig.eval_per_person must be >= 2 (verification pairs)")
-        if len(self.widths) != 5:
-            raise ValueError(f"WorldCNNConfig.widths needs 5 entries (stem + 4 stages), got {self.widths}")
-        for key in ("detail_prob", "blur_prob"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ValueError(f"WorldCNNConfig.{key} must be in [0, 1], got {getattr(self, key)}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> WorldCNNConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise KeyError(f"WorldCNNConfig: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,6 +302,11 @@ def identity_traits(u: torch.Tensor) -> torch.Tensor:
     return (torch.special.ndtr(u[:, list(pf.IDENTITY_DIMS)]) - 0.5) * math.sqrt(12.0)
 
 
+def with_seed(cfg: WorldCNNConfig, seed: int = 0) -> WorldCNNConfig:
+    """``cfg`` with ``seed`` where its own is None (the world stage passes shared.seed)."""
+    return cfg if cfg.seed is not None else dataclasses.replace(cfg, seed=seed)
+
+
 def make_datasets(cfg: WorldCNNConfig) -> dict[str, tuple[torch.Tensor, ...]]:
     """Renders for training and evaluation: ``{name: (images uint8, labels, person_id, u)}``.
 
@@ -362,6 +314,7 @@ def make_datasets(cfg: WorldCNNConfig) -> dict[str, tuple[torch.Tensor, ...]]:
     "heldout": the next ``eval_people`` identities of the same train-split stream (no details);
     "test": ``eval_people`` test-split identities with details on.
     """
+    cfg = with_seed(cfg)
     n_train = cfg.n_people * cfg.per_person
     u, pid = pf.sample_split("train", cfg.n_people + cfg.eval_people, cfg.per_person, cfg.seed)
     g = torch.Generator().manual_seed(pf.derive_seed(cfg.seed, "world_cnn", "details"))
@@ -398,6 +351,7 @@ def train_world_cnn(cfg: WorldCNNConfig | dict | None = None, out_path: str | os
         cfg = WorldCNNConfig()
     elif isinstance(cfg, dict):
         cfg = WorldCNNConfig.from_dict(cfg)
+    cfg = with_seed(cfg)
     log = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)

@@ -1,7 +1,7 @@
 """Stage ``report`` of ``seeds/dvc.yaml``: the paper's claims over training seeds and test images.
 
 Pools the default pipeline's run (seed ``shared.seed``) with the seed-replicated runs of
-``clcae.seed_replicates``: per claim, each seed's difference with its own one-seed verdict (what a
+``clcae.seeds``: per claim, each seed's difference with its own one-seed verdict (what a
 single-seed report would have said), the spread between seeds, the two-level interval
 (:func:`clcae.stats.hierarchical_bootstrap`) and the verdict across seeds (``holds`` only when the
 interval excludes 0 and every seed's difference has the claimed sign; ``clcae.claims.compare``).
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from clcae.claims import paper_claims
-from clcae.config import ConfigError
+from clcae.claims import claim_columns, paper_claims
+from clcae.errors import ConfigError
 from clcae.io import save_csv, save_figure, save_json, save_text
-from clcae.report import claim_columns, fmt, read_csv, read_json, table
-from clcae.seed_replicates import check, seed_runs
+from clcae.seeds import check, seed_runs
+from clcae.tables import fmt, read_csv, read_json, table
 
 
 def read_seed_frames(params) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[int, dict]]:

@@ -1,8 +1,9 @@
 """The seed-replicated claims' params: each seed's run has its own folders; config errors name the key."""
 import pytest
 
-from clcae import seed_replicates
-from clcae.config import ConfigError, Params, build
+from clcae import seeds
+from clcae.config import Params, build
+from clcae.errors import ConfigError
 
 
 def params(**seeds):
@@ -12,7 +13,7 @@ def params(**seeds):
 
 def test_seed_params_move_only_the_seed_and_the_folders():
     p = params()
-    q = seed_replicates.seed_params(p, 2)
+    q = seeds.seed_params(p, 2)
     assert q.shared.seed == 2 and p.shared.seed == 0   # the default run's params are untouched
     assert q.train_encoder.out_dir == "data/seeds/encoder/seed2"
     assert q.train_encoder.report_dir == "data/seeds/train_encoder/seed2"
@@ -21,19 +22,19 @@ def test_seed_params_move_only_the_seed_and_the_folders():
     assert q.evaluate.variants == ["clcae", "psp"]
     assert q.train_encoder.common == p.train_encoder.common and q.train_encoder.variants == p.train_encoder.variants
     assert q.evaluate.edit_images == p.evaluate.edit_images and q.world == p.world and q.train_aligner == p.train_aligner
-    runs = seed_replicates.seed_runs(p)
+    runs = seeds.seed_runs(p)
     assert list(runs) == [0, 1, 2] and str(runs[0]["report"]) == "reports/evaluate"
 
 
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"seeds.seeds: 0 is shared.seed"):
-        seed_replicates.seed_params(params(seeds=[0, 1]), 1)
+        seeds.seed_params(params(seeds=[0, 1]), 1)
     with pytest.raises(ConfigError, match=r"seeds.variants: \['pix2style'\] not among"):
-        seed_replicates.seed_params(params(variants=["clcae", "pix2style"]), 1)
+        seeds.seed_params(params(variants=["clcae", "pix2style"]), 1)
     with pytest.raises(ConfigError, match=r"seeds.seeds: no seed 7"):
-        seed_replicates.seed_params(params(), 7)
+        seeds.seed_params(params(), 7)
     with pytest.raises(ConfigError, match=r"seeds.variants: no variant 'no_align'"):
-        seed_replicates.check(params(), 1, "no_align")
+        seeds.check(params(), 1, "no_align")
     with pytest.raises(ConfigError, match=r"seeds.seeds: distinct seeds"):
         params(seeds=[1, 1])
 
@@ -43,7 +44,7 @@ def write_seed_run(params, seed, recon, editing):
     import json
     from pathlib import Path
 
-    runs = seed_replicates.seed_runs(params)[seed]
+    runs = seeds.seed_runs(params)[seed]
     runs["report"].mkdir(parents=True, exist_ok=True)
     recon.to_csv(runs["report"] / "reconstruction.csv", index=False)
     editing.to_csv(runs["report"] / "editing_per_image.csv", index=False)
@@ -58,7 +59,7 @@ def test_seed_report_pools_the_seeds_and_refuses_a_partial_pool(tmp_path):
     import pandas as pd
     from test_stats import synthetic_frames
 
-    from clcae.seed_report import report
+    from clcae.pipeline.seed_report import report
 
     p = build(Params, {"seeds": {"seeds": [1, 2], "out_dir": str(tmp_path / "data/seeds"),
                                  "report_dir": str(tmp_path / "reports/seeds")},
@@ -86,7 +87,7 @@ def test_seed_report_pools_the_seeds_and_refuses_a_partial_pool(tmp_path):
     assert f"{row['diff']:.3g}" in text and "| 0 | 1.5 | 1.5 | 1.5 |" in text   # training minutes per seed
     assert (tmp_path / "reports/seeds/figures/claims_by_seed.png").stat().st_size > 10_000
     # a seed whose evaluate lacks a variant would drop out of some claims: refused, naming the file
-    seed2 = seed_replicates.seed_runs(p)[2]["report"] / "reconstruction.csv"
+    seed2 = seeds.seed_runs(p)[2]["report"] / "reconstruction.csv"
     frame = pd.read_csv(seed2)
     frame[frame.variant != "no_align"].to_csv(seed2, index=False)
     with pytest.raises(ConfigError, match=r"seed2/reconstruction.csv: no rows for \['no_align'\]"):

@@ -26,17 +26,18 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from clcae.config import ConfigError, InputError
 from clcae.data import unreadable_files
 from clcae.editing import Editor, read_directions
 from clcae.editing.scores import EditJudges, edit_sweep, editing_consistency
+from clcae.errors import ConfigError, InputError
 from clcae.images import to_float, to_uint8
 from clcae.inversion import invert, load_any_encoder, load_encoder
 from clcae.io import save_csv, save_figure, save_image_grid, save_json
-from clcae.metrics import MetricUnavailable, compute, get_metric
+from clcae.metrics import MetricUnavailable, get_metric
 from clcae.metrics.frechet import FrechetReference
 from clcae.metrics.runtime import seconds_per_image
 from clcae.metrics.verification import same_person_threshold
+from clcae.scoring import score_reconstructions
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -136,23 +137,15 @@ def reconstruction_scores(world, images_by_space: dict, inputs: torch.Tensor, ta
     """Per-image figures of every space (``target_id`` [N, D]: the inputs' identity embeddings) ->
     (frame: space, image, one column per metric; {space: Frechet distance to the real test images})."""
     frames, fd = [], {}
-    world_cols = [world.perceptual_name] if world.perceptual_name not in names else []   # ffhq: it is lpips
-    id_col = f"{world.identity_name}_similarity"
     target_id = target_id.to(inputs.device)
     for space, images in images_by_space.items():
-        images = images.clamp(-1, 1)
         cols: dict[str, list] = {}
         feats = []
         for x, y, tid in zip(images.split(batch_size), inputs.split(batch_size), target_id.split(batch_size)):
-            with torch.inference_mode():
-                for name in names:
-                    cols.setdefault(name, []).append(compute(name, x, y, **{k: v for k, v in ctx.items()
-                                                                           if k in get_metric(name).context}))
-                for name in world_cols:
-                    cols.setdefault(name, []).append(world.perceptual(x, y))
-                readout = world.describe(x)
-                cols.setdefault(id_col, []).append((readout["identity"] * tid).sum(1))
-                feats.append(readout["features"].float().cpu())
+            figures, features = score_reconstructions(world, x, y, tid, names, ctx)
+            for name, values in figures.items():
+                cols.setdefault(name, []).append(values)
+            feats.append(features.float().cpu())
         fd[space] = real.distance(torch.cat(feats))
         frames.append(pd.DataFrame({"space": space, "image": range(len(images)),
                                     **{k: torch.cat(v).float().cpu().numpy() for k, v in cols.items()}}))

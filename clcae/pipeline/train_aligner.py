@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from clcae.config import ConfigError
 from clcae.distributed import barrier, cleanup_distributed, init_distributed, is_main_process
+from clcae.errors import ConfigError
 from clcae.images import to_float
 from clcae.io import save_json
 from clcae.losses import InfoNCELoss, retrieval_topk

@@ -9,7 +9,6 @@ The generator itself is committed (``assets/procfaces/generator.pt``); this stag
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +20,7 @@ from clcae.io import atomic_path, save_csv, save_image_grid, save_json
 from clcae.nets.stylegan2 import load_generator
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.quality import generator_quality
-from clcae.worlds.procfaces.world_cnn import WorldCNNConfig, load_world_cnn, train_world_cnn
+from clcae.worlds.procfaces.world_cnn import load_world_cnn, train_world_cnn, with_seed
 
 
 def write_train_shards(images, u, person_id, labels, folder: Path, shard_size: int) -> None:
@@ -46,7 +45,7 @@ def run(params: Params) -> dict:
         "test", cfg.test_people, cfg.test_per_person, seed, size=cfg.size)
     procfaces.write_png_folder(test_images, procfaces.labels_frame(test_u, test_person, test_labels), out / "test")
 
-    cnn_metrics = train_world_cnn(WorldCNNConfig(**dataclasses.asdict(cfg.world_cnn), seed=seed), out / "world_cnn.pt")
+    cnn_metrics = train_world_cnn(with_seed(cfg.world_cnn, seed), out / "world_cnn.pt")
     cnn = load_world_cnn(out / "world_cnn.pt").to(device).eval()
 
     G = load_generator(params.shared.generator, device=device)

@@ -61,9 +61,7 @@ def render_pairs(G, z: torch.Tensor, spec: PairSpec, batch_size: int, noise_seed
     for b, chunk in enumerate(z.split(batch_size)):
         if check is not None:
             check()
-        w = G.mapping(chunk.to(device))
-        if spec.truncation != 1.0:
-            w = G.latent_avg + spec.truncation * (w - G.latent_avg)
+        w = G.mapped(chunk.to(device), spec.truncation)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(noise_seed + b)  # "random" noise reproducible per batch
             img = G.synthesis(w[:, None].expand(-1, G.n_latent, -1), noise_mode=spec.noise_mode)

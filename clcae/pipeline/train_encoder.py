@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from clcae.config import ConfigError, EncoderTrainConfig, InputError
+from clcae.config import EncoderTrainConfig
 from clcae.data import ImageSet, unreadable_files
 from clcae.distributed import (
     all_reduce_mean,
@@ -34,6 +34,7 @@ from clcae.distributed import (
     is_main_process,
     replicas_identical,
 )
+from clcae.errors import ConfigError, InputError
 from clcae.images import to_float, to_uint8
 from clcae.inversion import average_image, invert, load_any_aligner, load_any_encoder, render
 from clcae.io import file_sha256, load_state_strict, save_image_grid, save_json
@@ -42,6 +43,7 @@ from clcae.nets.encoder import CLCAEEncoder, EncoderConfig, check_compatible, sa
 from clcae.nets.stylegan2 import load_generator
 from clcae.optim import make_optimizer
 from clcae.schedules import feature_blend
+from clcae.scoring import score_reconstructions
 from clcae.shards import ImageBatches, batch_loader
 from clcae.training import (
     BatchSchedule,
@@ -139,8 +141,9 @@ class TrainStep:
 
 @torch.inference_mode()
 def score_split(encoder, G, world: World, images: ImageSet, n: int, batch_size: int = 64) -> dict[str, dict[str, float]]:
-    """Mean reconstruction figures per space on the first ``n`` of ``images``: MSE on [0, 1],
-    pSp's L2 on [-1, 1], the world's perceptual distance and identity similarity."""
+    """Mean reconstruction figures per space on the first ``n`` of ``images``, named as in
+    evaluate's files (:func:`clcae.scoring.score_reconstructions`): ``mse`` on [0, 1], pSp's
+    ``l2_psp`` on [-1, 1], the world's perceptual distance and identity similarity."""
     sums: dict[str, dict[str, float]] = {}
     n = min(n, len(images))
     for start in range(0, n, batch_size):
@@ -149,10 +152,7 @@ def score_split(encoder, G, world: World, images: ImageSet, n: int, batch_size: 
         inv = invert(encoder, G, x, batch_size=batch_size)
         target_id = world.identity(x)
         for space, rec in inv.images().items():
-            rec = rec.clamp(-1, 1)
-            l2 = (rec - x).pow(2).flatten(1).mean(1)  # [B] on [-1, 1]
-            figures = {"mse": l2 / 4, "l2": l2, world.perceptual_name: world.perceptual(rec, x),
-                       f"{world.identity_name}_similarity": (world.identity(rec) * target_id).sum(1)}
+            figures, _ = score_reconstructions(world, rec, x, target_id, ["mse", "l2_psp"])
             acc = sums.setdefault(space, {})
             for name, values in figures.items():
                 acc[name] = acc.get(name, 0.0) + values.float().sum().item()

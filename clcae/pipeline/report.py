@@ -7,43 +7,16 @@ over test images, 95% intervals) and writes ``reports/claims.csv``, ``reports/re
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from clcae.claims import SPACE, paper_claims
-from clcae.config import InputError
+from clcae.claims import claim_columns, paper_claims
 from clcae.io import save_csv, save_figure, save_json, save_text
+from clcae.spaces import LABELS, SPACES, label
 from clcae.stats import paired_bootstrap
-
-
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError(f"{path}: not found (run `dvc repro` for the stage that writes it)")
-    return json.loads(path.read_text())
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(f"{path}: not found (run `dvc repro evaluate`)")
-    return pd.read_csv(path)
-
-
-def higher_is_better(metrics: list[str], identity_column: str) -> dict[str, bool]:
-    from clcae.metrics import get_metric, is_valid_metric
-
-    return {m: (get_metric(m).higher_is_better if is_valid_metric(m) else m == identity_column) for m in metrics}
-
-
-def claim_columns(recon: pd.DataFrame) -> tuple[list[str], str, dict[str, bool]]:
-    """``(figure columns, identity column, {claim metric: higher_is_better})`` of a per-image
-    reconstruction frame; the claims skip psnr and l2_psp (mse restated)."""
-    identity_col = next(c for c in recon.columns if c.endswith("_similarity"))
-    figure_cols = [c for c in recon.columns if c not in ("variant", "space", "image", "name", "person_id", "seed")]
-    hib = higher_is_better(figure_cols, identity_col)
-    return figure_cols, identity_col, {m: hib[m] for m in figure_cols if m not in ("l2_psp", "psnr")}
+from clcae.tables import fmt, read_csv, read_json, table
 
 
 def mean_intervals(recon: pd.DataFrame, metrics: list[str], n_boot: int, seed: int) -> pd.DataFrame:
@@ -67,7 +40,7 @@ def plot_bars(intervals: pd.DataFrame, metrics: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         d = intervals[intervals.metric == m]
-        labels = [f"{v} {SPACE.get(s, s)}" for v, s in zip(d.variant, d.space)]
+        labels = [f"{v} {label(s)}" for v, s in zip(d.variant, d.space)]
         colors = [f"C{variants.index(v)}" for v in d.variant]
         ax.bar(range(len(d)), d["mean"], color=colors,
                yerr=[d["mean"] - d["low"], d["high"] - d["mean"]], capsize=3)
@@ -86,18 +59,18 @@ def plot_training(report_dir: Path, variants: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     terms = ["total", "l2", "perceptual", "identity", "freg", "align"]
-    styles = {"w": ":", "wplus": "--", "f": "-"}
+    styles = dict(zip(SPACES, (":", "--", "-")))
     fig, axes = plt.subplots(1, len(terms), figsize=(2.9 * len(terms), 2.6))
     for j, variant in enumerate(variants):
         live = report_dir / variant / "live" / "plots" / "metrics" / "train"
         for ax, term in zip(axes, terms):
             # a term is one file, or a folder with one file per render (w, wplus, f)
             files = [(live / f"{term}.tsv", "-", variant)] + [
-                (live / term / f"{space}.tsv", style, f"{variant} {SPACE[space]}") for space, style in styles.items()]
-            for tsv, style, label in files:
+                (live / term / f"{space}.tsv", style, f"{variant} {label(space)}") for space, style in styles.items()]
+            for tsv, style, name in files:
                 if tsv.is_file():
                     d = pd.read_csv(tsv, sep="\t")
-                    ax.plot(d["step"], d[d.columns[-1]], style, color=f"C{j}", label=label)
+                    ax.plot(d["step"], d[d.columns[-1]], style, color=f"C{j}", label=name)
     for ax, term in zip(axes, terms):
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
@@ -106,18 +79,6 @@ def plot_training(report_dir: Path, variants: list[str], path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
-
-
-def fmt(x, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "-"
-    return f"{x:.{digits}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def claims_section(claims: pd.DataFrame) -> str:
@@ -153,9 +114,9 @@ def editing_section(ed: dict, variants: list[str], directions: dict, editing: pd
     fd = ed["frechet"]
     rows = []
     for v in variants:
-        for space in sorted(ed.get(v, {}), key=list(SPACE).index):
+        for space in sorted(ed.get(v, {}), key=list(LABELS).index):
             for d, f in ed[v][space].items():
-                rows.append([v, SPACE.get(space, space), d, fmt(f["right_way"], 3), fmt(f.get("identity_kept"), 3),
+                rows.append([v, label(space), d, fmt(f["right_way"], 3), fmt(f.get("identity_kept"), 3),
                              fmt(f["identity"], 3), fmt(f["target_gain"], 3), fmt(f["other_drift"], 3),
                              f"{fmt(f[fd], 3)} ({fmt(f[f'{fd}_unedited'], 3)})", fmt(f["lec_perceptual"], 3)])
     dir_rows = [[a, fmt(m["remaining_accuracy"], 3), fmt(m["val_accuracy"], 3), fmt(m["latent_std"], 3)]
@@ -224,12 +185,12 @@ def write_report(paths: dict, out: Path, n_boot: int, seed: int) -> dict:
     for v in variants:
         for space, figs in metrics["reconstruction"][v].items():
             iv = intervals[(intervals.variant == v) & (intervals.space == space)].set_index("metric")
-            rec_rows.append([v, SPACE.get(space, space)] +
+            rec_rows.append([v, label(space)] +
                             [f"{fmt(iv.loc[m, 'mean'])} ({fmt(iv.loc[m, 'low'], 3)}-{fmt(iv.loc[m, 'high'], 3)})"
                              for m in figure_cols] + [fmt(figs[fd])])
     unavailable = "".join(f"\n- `{k}`: {v}" for k, v in metrics.get("unavailable", {}).items())
     runtime = ", ".join(f"{v} {1000 * t:.1f} ms" for v, t in metrics["runtime_s_per_image"].items())
-    spaces = ", ".join(f"{v}: " + " ".join(SPACE.get(s, s) for s in metrics["reconstruction"][v]) for v in variants)
+    spaces = ", ".join(f"{v}: " + " ".join(label(s) for s in metrics["reconstruction"][v]) for v in variants)
 
     text = f"""# clcae report
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from clcae.config import ConfigError
 from clcae.editing.directions import INDEX, Direction, LayerRange, load_direction, load_pca, save_direction, save_pca
 from clcae.editing.ganspace import fit_pca
 from clcae.editing.interfacegan import fit_boundary, project_out
+from clcae.errors import ConfigError
 from clcae.images import to_uint8
 from clcae.io import save_csv, save_figure, save_image_grid, save_json, save_text
 from clcae.seeding import seeded_generator
@@ -32,9 +32,7 @@ def sample_labelled(G, attributes, n: int, batch_size: int, truncation: float, s
     z = torch.randn(n, G.style_dim, generator=seeded_generator(seed, "fit_directions"))
     ws, scores = [], []
     for chunk in tqdm(z.split(batch_size), desc="fit_directions: sample + label", unit="batch", leave=False):
-        w = G.mapping(chunk.to(device))
-        if truncation != 1.0:
-            w = G.latent_avg + truncation * (w - G.latent_avg)
+        w = G.mapped(chunk.to(device), truncation)
         image = G.synthesis(w[:, None].expand(-1, G.n_latent, -1))
         ws.append(w.float().cpu())
         scores.append(attributes(image.clamp(-1, 1)).float().cpu())
@@ -79,7 +77,8 @@ def plot_report(explained: torch.Tensor, normals: dict[str, Direction], report_d
     plt.close(fig)
 
     names = list(normals)
-    v = torch.stack([normals[n].vector / normals[n].vector.norm() for n in names]) if names else torch.zeros(0, 1)
+    v = torch.stack([normals[n].mean_vector / normals[n].mean_vector.norm() for n in names]) if names \
+        else torch.zeros(0, 1)   # a per-layer direction: the mean over its layers
     cos = (v @ v.T).numpy()
     fig, ax = plt.subplots(figsize=(2 + 0.6 * len(names), 1.8 + 0.6 * len(names)))
     im = ax.imshow(cos if names else [[float("nan")]], vmin=-1, vmax=1, cmap="coolwarm")
@@ -130,8 +129,7 @@ def sample_w(G, n: int, batch_size: int, truncation: float, seed: int, device) -
     """The same ``n`` mapped w as :func:`sample_labelled`, without rendering (no attribute classifier)."""
     z = torch.randn(n, G.style_dim, generator=seeded_generator(seed, "fit_directions"))
     with torch.inference_mode():
-        w = torch.cat([G.mapping(c.to(device)) for c in z.split(batch_size)])
-        return (G.latent_avg + truncation * (w - G.latent_avg) if truncation != 1.0 else w).float().cpu()
+        return torch.cat([G.mapped(c.to(device), truncation) for c in z.split(batch_size)]).float().cpu()
 
 
 def ganspace_target(effects, component: int, strength: float) -> dict:
@@ -175,7 +173,7 @@ def run(params) -> dict:
     else:
         w, normals = sample_w(G, cfg.n_samples, cfg.batch_size, cfg.truncation, seed, device), {}
     for name, path in cfg.published.items():
-        normals[name] = load_direction(path, G.style_dim, name=name)
+        normals[name] = load_direction(path, G.style_dim, name=name, n_latent=G.n_latent)
         normals[name].strength = cfg.strength
     for name, d in normals.items():
         save_direction(d, out / "interfacegan" / f"{name}.pt")

@@ -1,18 +1,20 @@
 """Seed-replicated runs (``seeds/dvc.yaml``): the encoders trained again with other seeds and each
-seed's run evaluated like the default one; ``clcae.seed_report`` tests the claims over them.
+seed's run evaluated like the default one (``stages/train_encoder.py --seed`` and
+``stages/evaluate.py --seed`` run the default stages' code on :func:`seed_params`);
+``clcae.pipeline.seed_report`` tests the claims over them.
 
 A bootstrap over test images says how sure we are about *one trained model*; another training seed
 can move a small effect further than that interval. Each variant of ``seeds.variants`` is trained
 with every seed of ``seeds.seeds`` (the same data, aligner, generator and step budget: the seed sets
 the initialisation, the batch order and dropout). This module says where each seed's run lives
-(:func:`seed_params`); the report's code is apart so that changing it retrains nothing.
+(:func:`seed_params`, :func:`seed_runs`); the report's code is apart so that changing it retrains nothing.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from clcae.config import ConfigError
+from clcae.errors import ConfigError
 
 
 def check(params, seed: int | None = None, variant: str | None = None) -> None:
@@ -29,10 +31,11 @@ def check(params, seed: int | None = None, variant: str | None = None) -> None:
         raise ConfigError(f"seeds.variants: no variant {variant!r} (known: {cfg.variants})")
 
 
-def seed_params(params, seed: int):
+def seed_params(params, seed: int, variant: str | None = None):
     """The params of the run with training seed ``seed``: the default run's settings with that seed
-    and its own encoder, training-report and evaluate folders under ``seeds.out_dir``."""
-    check(params, seed)
+    and its own encoder, training-report and evaluate folders under ``seeds.out_dir`` (``variant``:
+    checked against ``seeds.variants``)."""
+    check(params, seed, variant)
     root = Path(params.seeds.out_dir)
     replace = dataclasses.replace
     return replace(
@@ -43,21 +46,6 @@ def seed_params(params, seed: int):
         evaluate=replace(params.evaluate, variants=list(params.seeds.variants),
                          report_dir=str(root / "evaluate" / f"seed{seed}"),
                          metrics_file=str(root / "evaluate" / f"seed{seed}" / "metrics.json")))
-
-
-def train(params, seed: int, variant: str) -> dict:
-    """Stage ``train_encoder@<seed>-<variant>`` of seeds/dvc.yaml (the default stage's code)."""
-    from clcae.train_encoder import run
-
-    check(params, seed, variant)
-    return run(seed_params(params, seed), variant)
-
-
-def evaluate(params, seed: int) -> dict:
-    """Stage ``evaluate@<seed>`` of seeds/dvc.yaml (the default stage's code)."""
-    from clcae.evaluate import run
-
-    return run(seed_params(params, seed))
 
 
 def seed_runs(params) -> dict[int, dict[str, Path]]:

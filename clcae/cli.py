@@ -6,6 +6,7 @@
     clcae directions                                   the directions this world has
     clcae align photo.jpg more/*.png --out aligned/    each face's FFHQ crop and its transform
     clcae serve                                        a local web page (http://127.0.0.1:7860)
+    clcae convert-generator network-snapshot.pkl G.pt  a StyleGAN2-ADA snapshot -> rosinality layout
 
 Defaults come from ``params.yaml`` (``--params``) and the pipeline's outputs: the generator
 ``shared.generator``, the encoder ``<train_encoder.out_dir>/<variant>/encoder.pt``, the directions
@@ -48,7 +49,21 @@ class Models:
             Path(params.train_encoder.out_dir) / args.variant / "encoder.pt"
         self.directions_path = Path(args.directions) if args.directions else Path(params.fit_directions.out_dir)
         self.variant = args.variant
+        self.world = params.shared.world if params is not None else None
         self._G = self._encoder = None
+
+    def aligns(self, args) -> tuple[bool, str]:
+        """Whether photos are FFHQ-aligned before the encoder, and why (printed): on in the ffhq
+        world (its encoders learnt FFHQ-aligned faces), off in procfaces (its faces are centred);
+        without a params file, on for encoders of 256 px and more. ``--align`` / ``--no-align`` decide."""
+        if args.align is not None:
+            return args.align, "--align" if args.align else "--no-align"
+        if self.world is not None:
+            on = self.world == "ffhq"
+            return on, (f"the {self.world} world's encoder expects FFHQ-aligned faces" if on else
+                        f"the {self.world} world's faces are centred already; --align to detect and align")
+        on = self.encoder.cfg.image_size >= 256
+        return on, f"no params file: the encoder takes {self.encoder.cfg.image_size} px ({'>=' if on else '<'} 256)"
 
     @property
     def G(self):
@@ -80,46 +95,36 @@ class Models:
         return read_directions(self.directions_path, self.G.style_dim, self.G.n_latent)
 
 
-def read_photos(paths: list[str], size: int) -> tuple[list[tuple[Path, torch.Tensor, list[str]]], int]:
-    """The readable photos ``(path, uint8 [3, S, S], notes)`` and the count that failed (each
-    failure printed as one line)."""
-    from clcae.photos import load_photo
+def read_inputs(args, models: Models, paths: list[str]):
+    """The encoder's inputs from photos (aligned or centre-cropped, :func:`clcae.photos.encoder_inputs`)
+    and the count of photos that gave none (each named on one line)."""
+    from clcae.photos import encoder_inputs
 
-    good, failed = [], 0
-    for p in paths:
-        try:
-            image, notes = load_photo(p, size)
-            good.append((Path(p), image, notes))
-        except ClcaeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
-    return good, failed
-
-
-def unique_stems(paths: list[Path]) -> list[str]:
-    """File stems, suffixed where two photos share one (``a.png``, ``a.jpg`` -> ``a``, ``a-2``)."""
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        seen[p.stem] = seen.get(p.stem, 0) + 1
-        out.append(p.stem if seen[p.stem] == 1 else f"{p.stem}-{seen[p.stem]}")
-    return out
+    align, why = models.aligns(args)
+    print(f"{'aligning faces (MTCNN, FFHQ crop)' if align else 'not aligning (centre crop)'}: {why}", file=sys.stderr)
+    inputs, failures = encoder_inputs(paths, models.encoder.cfg.image_size, align, args.face)
+    for message in failures:
+        print(f"error: {message}", file=sys.stderr)
+    if args.paste_back and not align:
+        print("note: --paste-back needs aligned faces (--align); nothing pasted", file=sys.stderr)
+    return inputs, len(failures)
 
 
 def cmd_invert(args, models: Models) -> int:
     from clcae.images import to_float, to_uint8
     from clcae.inversion import invert
     from clcae.metrics.mse import mse01
+    from clcae.photos import paste_faces
 
     encoder, G = models.encoder, models.G
-    photos, failed = read_photos(args.images, encoder.cfg.image_size)
+    photos, failed = read_inputs(args, models, args.images)
     out = Path(args.out)
     rows = []
     if photos:
-        batch = torch.stack([image for _, image, _ in photos])
+        batch = torch.stack([p.image for p in photos])
         inv = invert(encoder, G, batch, batch_size=args.batch_size)
-        for i, ((path, _, notes), stem) in enumerate(zip(photos, unique_stems([p for p, _, _ in photos]))):
-            written = []
+        for i, item in enumerate(photos):
+            stem, written = item.name, []
             for space, images in inv.images().items():
                 save_png(to_uint8(images[i]), out / f"{stem}_{space}.png")
                 written.append(f"{stem}_{space}.png")
@@ -129,8 +134,20 @@ def cmd_invert(args, models: Models) -> int:
             save_torch(latents, out / f"{stem}_latents.pt")
             target = to_float(batch[i:i + 1]).to(inv.image_w)
             mse = {s: float(mse01(img[i:i + 1].clamp(-1, 1), target)) for s, img in inv.images().items()}
-            rows.append((path.name, " ".join(f"{SPACE[s]} {v:.4f}" for s, v in mse.items()),
-                         "; ".join(notes) or "-", len(written) + 1))
+            rows.append((stem, " ".join(f"{SPACE[s]} {v:.4f}" for s, v in mse.items()),
+                         "; ".join(item.notes) or "-", len(written) + 1))
+        if args.paste_back:   # each photo once, with all its faces' reconstructions pasted in
+            by_photo: dict[Path, list[int]] = {}
+            for i, item in enumerate(photos):
+                if item.alignment is not None:
+                    by_photo.setdefault(item.path, []).append(i)
+            for rows_of_photo in by_photo.values():
+                first = photos[rows_of_photo[0]]
+                name = first.name.rsplit("_face", 1)[0]
+                for space, images in inv.images().items():
+                    pasted = paste_faces(first.photo, [(to_uint8(images[i]).cpu(), photos[i].alignment)
+                                                       for i in rows_of_photo])
+                    save_png(pasted, out / f"{name}_{space}_pasted.png")
     if rows:
         print(f"{'photo':<28} {'MSE [0, 1] by space':<36} {'files':>5}  notes")
         for name, mse, notes, n in rows:
@@ -143,6 +160,7 @@ def cmd_edit(args, models: Models) -> int:
     from clcae.editing import Editor
     from clcae.images import to_uint8
     from clcae.inversion import invert
+    from clcae.photos import paste_faces
 
     directions = models.directions()
     unknown = [d for d in args.direction if d not in directions]
@@ -152,33 +170,54 @@ def cmd_edit(args, models: Models) -> int:
         raise InputError(f"{len(args.direction)} --direction but {len(args.strength)} --strength: give one strength "
                          f"per direction, or none for each direction's own")
     encoder, G = models.encoder, models.G
-    photos, failed = read_photos([args.image], encoder.cfg.image_size)
+    photos, failed = read_inputs(args, models, [args.image])
     if not photos:
         return failed
-    (path, image, notes), = photos
-    inv = invert(encoder, G, image[None], keep_codes=True)
+    inv = invert(encoder, G, torch.stack([p.image for p in photos]), keep_codes=True)
     space = args.space if args.space != "f" or inv.f is not None else "wplus"
     if space != args.space:
         print(f"note: {models.encoder_path} has no F branch; editing in W+", file=sys.stderr)
     editor = Editor.for_encoder(encoder, G, mode=args.edit_mode)
-    out, stem = Path(args.out), path.stem
-    save_png(to_uint8(inv.images()[space][0]), out / f"{stem}_{space}_inversion.png")
-    written = [f"{stem}_{space}_inversion.png"]
+    out, written = Path(args.out), []
+    aligned = [i for i, p in enumerate(photos) if p.alignment is not None]
+    paste = args.paste_back and bool(aligned)
+    if paste and args.sweep:
+        print("note: --paste-back writes single edits, not sweeps; nothing pasted", file=sys.stderr)
+        paste = False
+    photo_stem = photos[0].name.rsplit("_face", 1)[0] if aligned else photos[0].name
+
+    def save_pasted(images: torch.Tensor, file: str) -> None:   # every face's crop into the one photo
+        pasted = paste_faces(photos[0].photo, [(to_uint8(images[i]).cpu(), photos[i].alignment) for i in aligned])
+        save_png(pasted, out / file)
+        written.append(file)
+
+    for i, item in enumerate(photos):
+        save_png(to_uint8(inv.images()[space][i]), out / f"{item.name}_{space}_inversion.png")
+        written.append(f"{item.name}_{space}_inversion.png")
+    if paste:
+        save_pasted(inv.images()[space], f"{photo_stem}_{space}_inversion_pasted.png")
     for k, name in enumerate(args.direction):
         d = directions[name]
         if args.sweep:
             start, stop, n = args.sweep
             strengths = torch.linspace(start, stop, int(n)).tolist()
-            edited = editor.edit(first_n(inv, 1, len(strengths)), d, torch.tensor(strengths), spaces=(space,))
-            file = f"{stem}_{name}_sweep_{space}.png"
-            save_image_grid(to_uint8(edited.images[space]), out / file, nrow=len(strengths))
+            for i, item in enumerate(photos):
+                edited = editor.edit(first_n(inv.select(torch.tensor([i])), 1, len(strengths)), d,
+                                     torch.tensor(strengths), spaces=(space,))
+                file = f"{item.name}_{name}_sweep_{space}.png"
+                save_image_grid(to_uint8(edited.images[space]), out / file, nrow=len(strengths))
+                written.append(file)
         else:
             strength = args.strength[k] if args.strength else d.strength
             edited = editor.edit(inv, d, strength, spaces=(space,))
-            file = f"{stem}_{name}_{strength:+g}_{space}.png"
-            save_png(to_uint8(edited.images[space][0]), out / file)
-        written.append(file)
-    print(f"{path.name}: {'; '.join(notes) or 'used as is'}")
+            for i, item in enumerate(photos):
+                file = f"{item.name}_{name}_{strength:+g}_{space}.png"
+                save_png(to_uint8(edited.images[space][i]), out / file)
+                written.append(file)
+            if paste:
+                save_pasted(edited.images[space], f"{photo_stem}_{name}_{strength:+g}_{space}_pasted.png")
+    for item in photos:
+        print(f"{item.name}: {'; '.join(item.notes) or 'used as is'}")
     for file in written:
         print(f"wrote {out / file}")
     return failed
@@ -195,44 +234,56 @@ def cmd_align(args) -> int:
     A photo without a face is named and counted in the exit code, like an unreadable one."""
     import json
 
-    from clcae.faces import FaceDetector, align_face
+    from clcae.faces import FaceDetector
     from clcae.io import save_text
-    from clcae.photos import decode_photo
+    from clcae.photos import encoder_inputs
 
-    detector, out = FaceDetector(args.min_prob), Path(args.out)
-    failed, faces_written = 0, 0
-    paths = [Path(p) for p in args.images]
-    for path, stem in zip(paths, unique_stems(paths)):
-        try:
-            photo, notes = decode_photo(path)
-        except ClcaeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        faces = detector(photo)
-        if args.face is not None:
-            faces = faces[args.face:args.face + 1]
-        if not faces:
-            which = f"no face {args.face}" if args.face is not None else "no face found"
-            print(f"error: {path}: {which} (MTCNN, probability >= {args.min_prob}); skipped", file=sys.stderr)
-            failed += 1
-            continue
+    out = Path(args.out)
+    inputs, failures = encoder_inputs(args.images, args.size, True, args.face, FaceDetector(args.min_prob))
+    for message in failures:
+        print(f"error: {message}", file=sys.stderr)
+    by_photo: dict[Path, list] = {}
+    for item in inputs:
+        by_photo.setdefault(item.path, []).append(item)
+    for path, items in by_photo.items():
         records = []
-        for k, face in enumerate(faces):
-            k = args.face if args.face is not None else k
-            crop, geo = align_face(photo, face.landmarks, args.size)
-            save_png(crop, out / f"{stem}_face{k}.png")
-            records.append({"face": k, "file": f"{stem}_face{k}.png", "prob": face.prob,
-                            "box": face.box.tolist(), "landmarks": face.landmarks.tolist(),
-                            "quad": geo.quad.tolist(), "size": args.size,
-                            "crop_to_photo": geo.crop_to_photo.tolist()})
-        save_text(json.dumps({"photo": str(path), "photo_size": list(photo.shape[-2:]), "notes": notes,
+        for item in items:
+            save_png(item.image, out / f"{item.name}.png")
+            geo, found = item.alignment, item.detection
+            records.append({"face": item.face, "file": f"{item.name}.png", "prob": found.prob,
+                            "box": found.box.tolist(), "landmarks": found.landmarks.tolist(),
+                            "quad": geo.quad.tolist(), "size": args.size, "crop_to_photo": geo.crop_to_photo.tolist()})
+        stem, notes = items[0].name.rsplit("_face", 1)[0], items[0].notes[:-1]   # the photo's notes, not the face's
+        save_text(json.dumps({"photo": str(path), "photo_size": list(items[0].photo.shape[-2:]), "notes": notes,
                               "faces": records}, indent=1), out / f"{stem}_faces.json")
-        faces_written += len(records)
         print(f"{path.name:<28} {len(records)} face{'s' if len(records) != 1 else ''} -> "
               f"{', '.join(r['file'] for r in records)}" + (f"  ({'; '.join(notes)})" if notes else ""))
-    print(f"{faces_written} faces from {len(paths) - failed} photos aligned into {out}, {failed} failed")
-    return failed
+    print(f"{len(inputs)} faces from {len(by_photo)} photos aligned into {out}, {len(failures)} failed")
+    return len(failures)
+
+
+def cmd_convert_generator(args) -> int:
+    """A StyleGAN2-ADA ``network-snapshot-*.pkl`` -> a rosinality-layout ``.pt`` that every tool reads.
+
+    The snapshot is read as data (``clcae.nets.stylegan2_ada``: nothing in the pickle runs); its
+    ``G_ema`` is converted with ``w_avg`` as ``latent_avg`` and its ``conv_clamp`` kept. The converted
+    generator's render of a few seeded z is compared with the file's own ``G_ema`` weights read back."""
+    from clcae.nets.stylegan2 import load_generator, save_generator
+
+    src, out = Path(args.snapshot), Path(args.out)
+    if src.suffix != ".pkl":
+        raise InputError(f"{src}: expected a StyleGAN2-ADA snapshot (.pkl); a .pt generator needs no conversion")
+    G = load_generator(src)
+    save_generator(G, out)
+    back = load_generator(out)
+    z = torch.randn(2, G.style_dim, generator=torch.Generator().manual_seed(0))
+    same = torch.equal(G(z), back(z))
+    clamp = f", conv_clamp {G.conv_clamp:g}" if G.conv_clamp is not None else ""
+    print(f"{src} -> {out}: {G.size} px, style_dim {G.style_dim}, {G.n_mlp}-layer mapping, "
+          f"{G.n_latent} w+ layers{clamp}; w_avg copied as latent_avg; read back {'identical' if same else 'DIFFERENT'}")
+    if not same:
+        raise InputError(f"{out}: the written generator renders differently from {src}")
+    return 0
 
 
 def cmd_directions(args, models: Models) -> int:
@@ -243,6 +294,18 @@ def cmd_directions(args, models: Models) -> int:
         target = "-" if d.attribute is None else f"{'+' if d.attribute_sign > 0 else '-'}{d.attribute}"
         print(f"{name:<20} {layers:<8} {d.strength:>8g}  {target:<12} {d.source}")
     return 0
+
+
+def faces_options(sub: argparse.ArgumentParser) -> None:
+    """--align / --no-align, --face, --paste-back: how photos become the encoder's input and go back."""
+    group = sub.add_mutually_exclusive_group()
+    group.add_argument("--align", dest="align", action="store_true", default=None,
+                       help="detect faces (MTCNN) and take each one's FFHQ crop (default in the ffhq world)")
+    group.add_argument("--no-align", dest="align", action="store_false",
+                       help="centre-crop the photo as it is (default in the procfaces world; for aligned crops)")
+    sub.add_argument("--face", type=int, help="only face K of each photo (numbered left to right from 0)")
+    sub.add_argument("--paste-back", action="store_true",
+                     help="also write each result pasted back into the whole photo (<stem>_..._pasted.png)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -259,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("images", nargs="+")
     inv.add_argument("--out", required=True)
     inv.add_argument("--batch-size", type=int, default=16)
+    faces_options(inv)
     ed = sub.add_parser("edit", help="edit a photo along directions")
     ed.add_argument("image")
     ed.add_argument("--direction", action="append", required=True, help="repeat for several (one file each)")
@@ -269,6 +333,7 @@ def parser() -> argparse.ArgumentParser:
                          "latent: w+ + d with f shifted by G5 (e4e / HFGI style)")
     ed.add_argument("--sweep", nargs=3, type=float, metavar=("FROM", "TO", "N"), help="a strip of N strengths")
     ed.add_argument("--out", required=True)
+    faces_options(ed)
     sub.add_parser("directions", help="list the directions of the current world")
     al = sub.add_parser("align", help="find each face (MTCNN) and write its FFHQ-aligned crop and transform")
     al.add_argument("images", nargs="+")
@@ -276,6 +341,10 @@ def parser() -> argparse.ArgumentParser:
     al.add_argument("--size", type=int, default=256, help="the crop's side (default 256: the paper encoder's input)")
     al.add_argument("--face", type=int, help="only face K (numbered left to right from 0)")
     al.add_argument("--min-prob", type=float, default=0.9, help="MTCNN's face probability to keep (default 0.9)")
+    cg = sub.add_parser("convert-generator", help="a StyleGAN2-ADA network-snapshot-*.pkl -> a rosinality-layout "
+                                                  ".pt (read as data: nothing in the pickle runs)")
+    cg.add_argument("snapshot", help="network-snapshot-*.pkl of NVlabs' stylegan2-ada-pytorch (its G_ema is taken)")
+    cg.add_argument("out", help="the .pt to write ({'g_ema', 'latent_avg'[, 'conv_clamp']}; shared.generator)")
     web = sub.add_parser("serve", help="a local web page: upload, W / W+ / F side by side, a slider per direction")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=7860)
@@ -298,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "align":   # needs no generator or encoder
             return min(cmd_align(args), 100)
+        if args.command == "convert-generator":
+            with torch.inference_mode():
+                return cmd_convert_generator(args)
         models = Models(args)
         if args.command == "serve":   # a server, not one batch: its handlers take inference mode themselves
             return cmd_serve(args, models)

@@ -11,10 +11,13 @@ square and resized with antialiasing. A file that is empty, not an image or trun
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from clcae.data import centre_crop, resize_u8
+from clcae.errors import ClcaeError
 from clcae.images import ImageDecodeError, decode_image
 
 PhotoError = ImageDecodeError
@@ -32,6 +35,87 @@ def load_photo(path: str | os.PathLike, size: int) -> tuple[torch.Tensor, list[s
         notes.append(f"resized {image.shape[-1]} to {size} (antialiased)")
         image = resize_u8(image[None], size)[0]
     return image, notes
+
+
+@dataclass
+class EncoderInput:
+    """One square image as the encoder takes it, with where it came from: a whole photo centre-cropped,
+    or one face's FFHQ crop (``face``, ``alignment``) and the photo it can be pasted back into."""
+    path: Path
+    name: str                                   # output stem: "<stem>" or "<stem>_face<K>"
+    image: torch.Tensor                         # uint8 [3, S, S]
+    notes: list[str] = field(default_factory=list)
+    photo: torch.Tensor | None = None           # aligned: the whole upright photo uint8 [3, H, W]
+    face: int | None = None
+    alignment: object | None = None             # aligned: clcae.faces.Alignment (crop <-> photo)
+    detection: object | None = None             # aligned: the clcae.faces.Face it came from (box, landmarks)
+
+
+def encoder_inputs(paths: list[str | os.PathLike], size: int, align: bool, face: int | None = None,
+                   detector=None) -> tuple[list[EncoderInput], list[str]]:
+    """Photos -> the encoder's inputs, and one message per photo that gave none (unreadable, or no
+    face when aligning): those are named and skipped, the others still complete.
+
+    ``align``: each face found (MTCNN, :class:`clcae.faces.FaceDetector`; faces numbered left to
+    right, ``face`` picks one) becomes its FFHQ crop at ``size`` (``<stem>_face<K>``); else the photo
+    is centre-cropped and resized (``<stem>``)."""
+    if align and detector is None:
+        from clcae.faces import FaceDetector
+
+        detector = FaceDetector()
+    paths = [Path(p) for p in paths]
+    inputs, failures = [], []
+    for path, stem in zip(paths, unique_stems(paths)):
+        try:
+            if not align:
+                image, notes = load_photo(path, size)
+                inputs.append(EncoderInput(path, stem, image, notes))
+                continue
+            photo, notes = decode_photo(path)
+        except ClcaeError as e:
+            failures.append(str(e))
+            continue
+        inputs_of_photo = align_faces(path, stem, photo, notes, size, face, detector)
+        if not inputs_of_photo:
+            which = f"no face {face}" if face is not None else "no face found"
+            failures.append(f"{path}: {which} (MTCNN, probability >= {detector.min_prob}); skipped")
+        inputs.extend(inputs_of_photo)
+    return inputs, failures
+
+
+def align_faces(path: Path, stem: str, photo: torch.Tensor, notes: list[str], size: int, face: int | None,
+                detector) -> list[EncoderInput]:
+    """Every face of one decoded photo (or face ``face``) as its FFHQ crop at ``size``."""
+    from clcae.faces import align_face
+
+    found = detector(photo)
+    picked = list(enumerate(found))[face:face + 1] if face is not None else list(enumerate(found))
+    out = []
+    for k, f in picked:
+        crop, geo = align_face(photo, f.landmarks, size)
+        note = f"face {k} of {len(found)}: FFHQ-aligned crop (MTCNN p={f.prob:.3f})"
+        out.append(EncoderInput(path, f"{stem}_face{k}", crop, notes + [note], photo, k, geo, f))
+    return out
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """File stems, suffixed where two photos share one (``a.png``, ``a.jpg`` -> ``a``, ``a-2``)."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        seen[p.stem] = seen.get(p.stem, 0) + 1
+        out.append(p.stem if seen[p.stem] == 1 else f"{p.stem}-{seen[p.stem]}")
+    return out
+
+
+def paste_faces(photo: torch.Tensor, crops: list[tuple[torch.Tensor, object]]) -> torch.Tensor:
+    """Edited (or reconstructed) face crops ``[(uint8 [3, S, S], Alignment)]`` pasted back into the
+    photo, each through its inverse transform with a feathered mask; the photo's resolution."""
+    from clcae.faces import paste_back
+
+    for crop, geo in crops:
+        photo = paste_back(photo, crop, geo)
+    return photo
 
 
 def decode_photo(path: str | os.PathLike) -> tuple[torch.Tensor, list[str]]:

@@ -164,3 +164,45 @@ def test_clcae_align_writes_crops_and_transforms_and_counts_photos_without_a_fac
         assert im.size == (128, 128)
     matrix = torch.tensor(record["faces"][0]["crop_to_photo"], dtype=torch.float64)
     torch.testing.assert_close(matrix[:, 2], torch.tensor(record["faces"][0]["quad"][0], dtype=torch.float64))
+
+
+def test_invert_and_edit_align_each_face_and_paste_back_into_the_photo(tmp_path, detector, capsys):
+    """``clcae invert|edit --align --paste-back`` on a photo with two real faces: each face is inverted
+    from its FFHQ crop (``<stem>_face<K>``); the pasted-back photo has the photo's size, differs from
+    it only near the faces, and a photo without a face is named, skipped and counted."""
+    import numpy as np
+    from PIL import Image
+    from test_cli import tiny_pipeline_files
+
+    from clcae.cli import main
+
+    photo = torch.full((3, 600, 1024), 90, dtype=torch.uint8)   # the astronaut left, Grace Hopper right
+    photo[:, :512, :512], photo[:, :, 512:] = astronaut(), grace_hopper()
+    Image.fromarray(photo.permute(1, 2, 0).numpy()).save(tmp_path / "pair.png")
+    Image.new("RGB", (300, 200), (120, 130, 140)).save(tmp_path / "wall.png")
+    generator, encoder, directions = tiny_pipeline_files(tmp_path)
+    models = ["--params", str(tmp_path / "none.yaml"), "--generator", str(generator), "--encoder", str(encoder),
+              "--directions", str(directions)]
+    out = tmp_path / "out"
+    code = main(models + ["invert", str(tmp_path / "pair.png"), str(tmp_path / "wall.png"), "--align",
+                          "--paste-back", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "wall.png: no face found" in err and "aligning faces" in err
+    for k in (0, 1):
+        assert Image.open(out / f"pair_face{k}_f.png").size == (64, 64)
+    pasted = np.asarray(Image.open(out / "pair_f_pasted.png")).astype(int)
+    original = photo.permute(1, 2, 0).numpy().astype(int)
+    assert pasted.shape == original.shape
+    changed = np.abs(pasted - original).max(-1) > 0
+    assert changed[:, :512].any() and changed[:, 512:].any()          # both faces pasted
+    assert not changed[:, 470:560].any()                              # between the faces: the photo itself
+    assert changed.mean() < 0.5
+    assert main(models + ["edit", str(tmp_path / "pair.png"), "--align", "--face", "1", "--paste-back",
+                          "--direction", "smile", "--strength", "3", "--out", str(out)]) == 0
+    edited = np.asarray(Image.open(out / "pair_smile_+3_f_pasted.png")).astype(int)
+    assert edited.shape == original.shape and (out / "pair_face1_smile_+3_f.png").is_file()
+    assert not (out / "pair_face0_smile_+3_f.png").exists()
+    moved = np.abs(edited - original).max(-1) > 0
+    assert moved[:, 512:].any() and not moved[:, :512].any()          # only face 1 pasted
+    assert main(models + ["invert", str(tmp_path / "pair.png"), "--out", str(tmp_path / "plain")]) == 0
+    assert "not aligning (centre crop)" in capsys.readouterr().err and (tmp_path / "plain" / "pair_f.png").is_file()

@@ -174,3 +174,32 @@ def test_the_256_snapshot_with_conv_clamp_renders_nvlabs_images_through_load_gen
                 module.conv_clamp = None
         unclamped = ada_256_views(G.synthesis(ref["ws_mixed"]))["stride8"]
     assert (unclamped - ref["image_ws_stride8"]).abs().max() > 0.05
+
+
+def test_convert_generator_command_writes_a_rosinality_checkpoint_and_refuses_code(tmp_path, capsys):
+    """``clcae convert-generator``: the .pt it writes renders NVlabs' images; with
+    ``CLCAE_TRUST_CHECKPOINTS=1`` set, a snapshot whose reduce calls os.system is still refused
+    and the command never runs (a .pkl is never unpickled beyond tensors and data)."""
+    from clcae.cli import main
+    from clcae.nets.stylegan2 import load_generator
+
+    out = tmp_path / "G.pt"
+    assert main(["convert-generator", str(DATA / "ada_small32.pkl"), str(out)]) == 0
+    assert "read back identical" in capsys.readouterr().out
+    ckpt = torch.load(out, weights_only=True)
+    assert sorted(ckpt) == ["g_ema", "latent_avg"]        # no conv_clamp key: this snapshot has none
+    G, ref = load_generator(out), expected("ada_small32")
+    with torch.no_grad():
+        torch.testing.assert_close(G.synthesis(ref["ws_mixed"]), ref["image_ws"], atol=1e-4, rtol=0)
+    marker = tmp_path / "ran"
+    evil = tmp_path / "network-snapshot-000001.pkl"
+    evil.write_bytes(pickle.dumps({"G_ema": _Evil(marker)}))
+    os.environ["CLCAE_TRUST_CHECKPOINTS"] = "1"
+    try:
+        assert main(["convert-generator", str(evil), str(tmp_path / "evil.pt")]) == 1
+        with pytest.raises(UnsafeCheckpointError):
+            load_generator(evil, trust=True)
+    finally:
+        del os.environ["CLCAE_TRUST_CHECKPOINTS"]
+    assert f"error: {evil}: refused" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "evil.pt").exists()

@@ -7,7 +7,11 @@
   256 px, batch 1, on the CPU (and batch 8 on CUDA when there is one).
 
 Each space is timed alone (``spaces=('f',)`` renders G5(w+), G5(w+') and G(w+', f')), then all
-three, then ``invert`` followed by an F edit (what ``clcae edit`` does for a new photo).
+three, then ``invert`` followed by an F edit (what ``clcae edit`` does for a new photo), then the
+web page's slider: a move's preview (the generator stopped at the encoder's side,
+``clcae.web.PreviewGenerator``) and the full-resolution render on release, each an F edit of the
+kept inversion with the sliders' combined move, and the paste-back of the full edit into a photo
+of twice the generator's side (``clcae.photos.paste_faces``).
 Medians over the timed repeats after a warm-up; ms per image and images/s.
 
 Run: ``python benchmarks/editing.py [--device cuda] [--repeats 5] [--only world|paper]``.
@@ -74,7 +78,11 @@ def paper_parts(device, notes):
 
 def cases(G, encoder, batch: int, device, warmup: int, repeats: int) -> list[dict]:
     from clcae.editing import Direction, Editor
+    from clcae.faces import Alignment
+    from clcae.images import to_uint8
     from clcae.inversion import invert
+    from clcae.photos import paste_faces
+    from clcae.web import PreviewGenerator
 
     size = encoder.cfg.image_size
     with torch.inference_mode():
@@ -83,13 +91,21 @@ def cases(G, encoder, batch: int, device, warmup: int, repeats: int) -> list[dic
     direction = Direction("bench", torch.nn.functional.normalize(torch.randn(G.style_dim), dim=0))
     editor = Editor.for_encoder(encoder, G, batch_size=batch)
     inv = invert(encoder, G, x, batch_size=batch, keep_codes=True)
+    previewer = Editor.for_encoder(encoder, PreviewGenerator(G, size), batch_size=batch)
+    move = editor.combined_delta([(direction, 2.0)])
+    photo = torch.zeros(3, 2 * G.size, 2 * G.size, dtype=torch.uint8)
+    face = Alignment(torch.tensor([[0.5, 0.5], [0.5, 1.5], [1.5, 1.5], [1.5, 0.5]], dtype=torch.float64) * G.size, G.size)
+    full = to_uint8(editor.apply(inv, move, spaces=("f",)).images["f"][:1]).cpu()
     rows = []
     for label, fn in (("edit W", lambda: editor.edit(inv, direction, 2.0, spaces=("w",))),
                       ("edit W+", lambda: editor.edit(inv, direction, 2.0, spaces=("wplus",))),
                       ("edit F", lambda: editor.edit(inv, direction, 2.0, spaces=("f",))),
                       ("edit W, W+, F", lambda: editor.edit(inv, direction, 2.0)),
                       ("invert + edit F", lambda: editor.edit(invert(encoder, G, x, batch_size=batch, keep_codes=True), direction,
-                                                              2.0, spaces=("f",)))):
+                                                              2.0, spaces=("f",))),
+                      ("slider preview F", lambda: previewer.apply(inv, move, spaces=("f",))),
+                      ("slider full F", lambda: editor.apply(inv, move, spaces=("f",))),
+                      ("paste back 1 face", lambda: paste_faces(photo, [(full[0], face)]))):
         s = median_seconds(fn, device, warmup, repeats)
         rows.append({"case": label, "batch": batch, "ms_per_image": 1000 * s / batch, "img_per_s": batch / s})
     return rows
@@ -119,9 +135,9 @@ def main(argv=None) -> None:
         rows += [{"setting": f"paper {PAPER_G} px", **r} for r in cases(G, encoder, batch, device, 0 if device.type
                                                                           == "cpu" else 1, 1 if device.type == "cpu"
                                                                           else args.repeats)]
-    print(f"{'setting':<16} {'case':<17} {'batch':>5} {'ms/image':>10} {'img/s':>8}")
+    print(f"{'setting':<16} {'case':<18} {'batch':>5} {'ms/image':>10} {'img/s':>8}")
     for r in rows:
-        print(f"{r['setting']:<16} {r['case']:<17} {r['batch']:>5} {r['ms_per_image']:>10.1f} {r['img_per_s']:>8.2f}")
+        print(f"{r['setting']:<16} {r['case']:<18} {r['batch']:>5} {r['ms_per_image']:>10.1f} {r['img_per_s']:>8.2f}")
     print(f"peak RSS {peak_rss_mib() / 1024:.2f} GiB")
     for note in notes:
         print(f"note: {note}")

@@ -296,7 +296,7 @@ def cmd_directions(args, models: Models) -> int:
     return 0
 
 
-def faces_options(sub: argparse.ArgumentParser) -> None:
+def faces_options(sub: argparse.ArgumentParser, paste_back: bool = True) -> None:
     """--align / --no-align, --face, --paste-back: how photos become the encoder's input and go back."""
     group = sub.add_mutually_exclusive_group()
     group.add_argument("--align", dest="align", action="store_true", default=None,
@@ -304,8 +304,9 @@ def faces_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--no-align", dest="align", action="store_false",
                        help="centre-crop the photo as it is (default in the procfaces world; for aligned crops)")
     sub.add_argument("--face", type=int, help="only face K of each photo (numbered left to right from 0)")
-    sub.add_argument("--paste-back", action="store_true",
-                     help="also write each result pasted back into the whole photo (<stem>_..._pasted.png)")
+    if paste_back:   # the page always shows aligned edits pasted back
+        sub.add_argument("--paste-back", action="store_true",
+                         help="also write each result pasted back into the whole photo (<stem>_..._pasted.png)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -348,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
     web = sub.add_parser("serve", help="a local web page: upload, W / W+ / F side by side, a slider per direction")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=7860)
+    faces_options(web, paste_back=False)
     return ap
 
 
@@ -358,7 +360,10 @@ def cmd_serve(args, models: Models) -> int:
         raise InputError("clcae serve needs gradio: pip install 'clcae[web]'") from None
     from clcae.web import serve
 
-    serve(models, args.host, args.port)
+    align, why = models.aligns(args)
+    print(f"{'aligning faces (MTCNN, FFHQ crop), edits pasted back' if align else 'not aligning (centre crop)'}: {why}",
+          file=sys.stderr)
+    serve(models, args.host, args.port, align, args.face)
     return 0
 
 

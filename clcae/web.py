@@ -1,9 +1,13 @@
 """``clcae serve``: a local web page to invert a photo and edit it with sliders.
 
-Upload a photo: it is inverted once (W, W+ and F reconstructions side by side) and the inversion
-is kept on the server for the session; moving a slider (one per direction) or changing the space
-re-renders only the edit, all sliders at once (``Editor.combined_delta``), never re-inverting.
-The edited image downloads as a PNG. Gradio; ``GRADIO_ANALYTICS_ENABLED=False`` is set so the
+Upload a photo: its faces are found and FFHQ-aligned where the encoder expects it (the ffhq world;
+``clcae.photos.encoder_inputs``, as ``clcae invert`` does), inverted once (W, W+ and F side by
+side, scaled up nearest-neighbour to a readable size), and the inversion is kept on the server for
+the session. Moving a slider (one per direction) re-renders only the edit, all sliders at once
+(``Editor.combined_delta``), never re-inverting: while it moves, a preview from the generator's
+skip output at the encoder's side (:class:`PreviewGenerator`: the layers above it are not run);
+when it is released, the full-resolution edit, pasted back into the whole photo when the faces
+were aligned, which is also the download. Gradio; ``GRADIO_ANALYTICS_ENABLED=False`` is set so the
 page works offline.
 """
 from __future__ import annotations
@@ -17,60 +21,114 @@ import torch
 from clcae.spaces import LABELS, RENDERS, SPACES
 
 SPACE_LABELS = {s: f"{LABELS[s]}: {RENDERS[s]}" for s in reversed(SPACES)}   # F first: the default edit space
-DISPLAY = 256   # px the images are shown at (the downloaded PNG keeps the encoder's size)
+DISPLAY = 320   # px the reconstructions are drawn at (nearest-neighbour upscale; downloads keep their size)
 
 
-def shown(image: torch.Tensor):
-    """[-1, 1] ``[3, H, W]`` -> PIL RGB, as the page shows and downloads it."""
+class PreviewGenerator:
+    """The generator stopped at side ``size`` (its skip image there): what a slider preview renders.
+
+    Stands in for ``G`` in an :class:`~clcae.editing.Editor`, which only calls ``synthesis`` and
+    reads ``n_latent`` / ``style_dim``; everything else is the wrapped generator's."""
+
+    def __init__(self, G, size: int):
+        self.G, self.size = G, int(size)
+
+    def __getattr__(self, name):
+        return getattr(self.G, name)
+
+    def synthesis(self, wplus, **kwargs):
+        return self.G.synthesis(wplus, max_size=self.size, **kwargs)
+
+
+def shown(image: torch.Tensor, display: int | None = None):
+    """[-1, 1] ``[3, H, W]`` -> PIL RGB; ``display``: scaled up nearest-neighbour to at least that side."""
     from clcae.images import to_uint8
     from clcae.photos import to_pil
 
-    return to_pil(to_uint8(image))
+    pil = to_pil(to_uint8(image))
+    if display and pil.width < display:
+        k = -(-display // pil.width)
+        pil = pil.resize((pil.width * k, pil.height * k), resample=0)   # 0: PIL's NEAREST
+    return pil
 
 
-def build_app(models, max_strength: float = 6.0):
-    """The Gradio Blocks of the page for one encoder, generator and set of directions."""
+def build_app(models, align: bool = False, face: int | None = None, max_strength: float = 6.0):
+    """The Gradio Blocks of the page for one encoder, generator and set of directions; ``align``:
+    detect and FFHQ-align the faces of an uploaded photo (``face``: only that one) and show the
+    edit pasted back into the whole photo."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     from clcae.editing import Editor
+    from clcae.images import to_uint8
     from clcae.inversion import invert
-    from clcae.photos import load_photo
+    from clcae.photos import encoder_inputs, paste_faces, to_pil
 
     encoder, G = models.encoder, models.G
     directions = models.directions()
     editor = Editor.for_encoder(encoder, G)
+    size = encoder.cfg.image_size
+    previewer = Editor.for_encoder(encoder, PreviewGenerator(G, size)) if size < G.size else editor
+    detector = None
+    if align:
+        from clcae.faces import FaceDetector
+
+        detector = FaceDetector()
     spaces = [s for s in SPACE_LABELS if s != "f" or encoder.cfg.use_f]
     downloads = Path(tempfile.mkdtemp(prefix="clcae-serve-"))
 
     def on_upload(path, space, *strengths):
         if not path:
             return None, None, None, None, None, None, ""
-        image, notes = load_photo(path, encoder.cfg.image_size)
+        inputs, failures = encoder_inputs([path], size, align, face, detector)
+        if not inputs:
+            raise gr.Error(failures[0])
         with torch.inference_mode():
-            inversion = invert(encoder, G, image[None], keep_codes=True)
-        recs = [shown(inversion.images()[s][0]) if s in inversion.images() else None for s in SPACES]
-        edited, file = on_edit(inversion, space, *strengths)
-        return (*recs, inversion, edited, file, "; ".join(notes) or "used as is")
+            inversion = invert(encoder, G, torch.stack([i.image for i in inputs]), keep_codes=True)
+        recs = [shown(inversion.images()[s][0], DISPLAY) if s in inversion.images() else None for s in SPACES]
+        session = {"inversion": inversion, "inputs": inputs}
+        edited, file = on_full(session, space, *strengths)
+        notes = "; ".join(dict.fromkeys(n for i in inputs for n in i.notes)) or "used as is"
+        return (*recs, session, edited, file, notes)
 
-    def on_edit(inversion, space, *strengths):
-        if inversion is None:
-            return None, None
+    def render(session, space, strengths, with_editor):
         moves = [(d, s) for d, s in zip(directions.values(), strengths) if s]
         with torch.inference_mode():
-            edited = editor.apply(inversion, editor.combined_delta(moves), spaces=(space,))
-        image = shown(edited.images[space][0])
+            edited = with_editor.apply(session["inversion"], with_editor.combined_delta(moves), spaces=(space,))
+        return edited.images[space], moves
+
+    def as_photo(session, images: torch.Tensor):
+        """The edit as the page shows it: pasted back into the photo (aligned faces), else the crop."""
+        inputs = session["inputs"]
+        if inputs[0].alignment is None:
+            return shown(images[0], DISPLAY), to_pil(to_uint8(images[0]))
+        pasted = to_pil(paste_faces(inputs[0].photo, [(to_uint8(img).cpu(), i.alignment) for img, i in zip(images, inputs)]))
+        return pasted, pasted
+
+    def on_preview(session, space, *strengths):
+        if session is None:
+            return None
+        images, _ = render(session, space, strengths, previewer)
+        return as_photo(session, images)[0]
+
+    def on_full(session, space, *strengths):
+        if session is None:
+            return None, None
+        images, moves = render(session, space, strengths, editor)
+        display, full = as_photo(session, images)
         file = downloads / ("edited_" + "_".join(f"{d.name}{s:+g}" for d, s in moves)[:120] + f"_{space}.png")
-        image.save(file)
-        return image, str(file)
+        full.save(file)
+        return display, str(file)
 
     with gr.Blocks(title="clcae: invert and edit") as app:
         gr.Markdown(f"## clcae: invert and edit a photo\nEncoder `{models.encoder_path}`, generator "
-                    f"`{models.generator_path}`: upload a photo, then move the sliders.")
+                    f"`{models.generator_path}`: upload a photo, then move the sliders "
+                    f"({'faces found and FFHQ-aligned, the edit pasted back' if align else 'centre crop'}).")
         with gr.Row():
             photo = gr.Image(type="filepath", label="photo", elem_id="photo", sources=["upload"], height=DISPLAY)
             rec_w = gr.Image(label=SPACE_LABELS["w"], elem_id="rec-w", format="png", height=DISPLAY, interactive=False)
-            rec_wplus = gr.Image(label=SPACE_LABELS["wplus"], elem_id="rec-wplus", format="png", height=DISPLAY, interactive=False)
+            rec_wplus = gr.Image(label=SPACE_LABELS["wplus"], elem_id="rec-wplus", format="png", height=DISPLAY,
+                                 interactive=False)
             rec_f = gr.Image(label=SPACE_LABELS["f"], elem_id="rec-f", format="png", height=DISPLAY, interactive=False)
         notes = gr.Markdown(elem_id="notes")
         with gr.Row():
@@ -80,15 +138,20 @@ def build_app(models, max_strength: float = 6.0):
                 sliders = [gr.Slider(-max_strength, max_strength, value=0.0, step=0.5, label=name,
                                      elem_id=f"slider-{name}") for name in directions]
             with gr.Column():
-                edited = gr.Image(label="edited", elem_id="edited", format="png", height=DISPLAY, interactive=False)
-                download = gr.File(label="download PNG", elem_id="download")
+                edited = gr.Image(label="edited (preview while sliding, full resolution when released)",
+                                  elem_id="edited", format="png", height=2 * DISPLAY, interactive=False)
+                download = gr.File(label="download PNG (full resolution)", elem_id="download")
         state = gr.State(None)
         photo.upload(on_upload, [photo, space, *sliders], [rec_w, rec_wplus, rec_f, state, edited, download, notes])
-        for control in (space, *sliders):
-            control.change(on_edit, [state, space, *sliders], [edited, download])
+        # one queue for every render, in the order asked: a preview never lands after the full image
+        render_queue = {"concurrency_id": "render", "concurrency_limit": 1}
+        space.change(on_full, [state, space, *sliders], [edited, download], **render_queue)
+        for slider in sliders:   # release: the mouse let go, or the number box left (Enter + Tab)
+            slider.change(on_preview, [state, space, *sliders], [edited], trigger_mode="always_last", **render_queue)
+            slider.release(on_full, [state, space, *sliders], [edited, download], **render_queue)
     return app
 
 
-def serve(models, host: str = "127.0.0.1", port: int = 7860) -> None:
+def serve(models, host: str = "127.0.0.1", port: int = 7860, align: bool = False, face: int | None = None) -> None:
     """Build the page and serve it until interrupted."""
-    build_app(models).launch(server_name=host, server_port=port, show_error=True)
+    build_app(models, align, face).launch(server_name=host, server_port=port, show_error=True)

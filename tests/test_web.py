@@ -59,7 +59,7 @@ def test_upload_slide_and_read_the_edit(page_models, tmp_path):
     from clcae.images import to_uint8
     from clcae.inversion import invert
     from clcae.photos import load_photo
-    from clcae.web import build_app
+    from clcae.web import DISPLAY, build_app
 
     photo = tmp_path / "me.png"
     y, x = np.mgrid[0:80, 0:100]
@@ -80,6 +80,7 @@ def test_upload_slide_and_read_the_edit(page_models, tmp_path):
             number = page.locator("#slider-smile input[type=number]")
             number.fill("4")
             number.press("Enter")
+            number.press("Tab")                                  # leaving the box releases the slider
             # the src read before the edit was asked for: a fast answer cannot slip in between
             page.wait_for_function("(old) => { const i = document.querySelector('#edited img');"
                                    " return i && i.getAttribute('src') !== old; }", arg=first_src, timeout=WAIT_MS)
@@ -95,6 +96,56 @@ def test_upload_slide_and_read_the_edit(page_models, tmp_path):
         inv = invert(models.encoder, models.G, image[None], keep_codes=True)
         editor = Editor.for_encoder(models.encoder, models.G)
         expected = editor.edit(inv, models.directions()["smile"], 4.0, spaces=("f",)).images["f"][0]
-    assert np.array_equal(np.asarray(first), to_uint8(inv.image_f[0]).permute(1, 2, 0).numpy())
-    assert np.array_equal(np.asarray(shown), to_uint8(expected).permute(1, 2, 0).numpy())
+    def nearest(image, k):   # what the page draws: each pixel a k x k block
+        return to_uint8(image).permute(1, 2, 0).numpy().repeat(k, 0).repeat(k, 1)
+
+    k = DISPLAY // 64 + (DISPLAY % 64 > 0)
+    assert np.array_equal(np.asarray(first), nearest(inv.image_f[0], k))
+    assert np.array_equal(np.asarray(shown), nearest(expected, k))
     assert (artifacts / "web_page.png").stat().st_size > 10_000
+
+
+def test_a_real_photo_is_aligned_edited_and_pasted_back_on_the_page(page_models, tmp_path):
+    """The astronaut (a real photo) through the page with alignment: the edited image it shows is the
+    whole photo (its size), changed in the face region and equal to the photo far from it."""
+    skimage = pytest.importorskip("skimage")
+    from PIL import Image
+
+    from clcae.web import build_app
+
+    original = skimage.data.astronaut()                                  # uint8 [512, 512, 3]
+    Image.fromarray(original).save(tmp_path / "astronaut.png")
+    app = build_app(page_models, align=True)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/", timeout=WAIT_MS)
+            page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "astronaut.png"))
+            _, first_src = image_at(page, "edited")
+            number = page.locator("#slider-smile input[type=number]")
+            number.fill("5")
+            number.press("Enter")
+            number.press("Tab")
+            page.wait_for_function("(old) => { const i = document.querySelector('#edited img');"
+                                   " return i && i.getAttribute('src') !== old; }", arg=first_src, timeout=WAIT_MS)
+            page.wait_for_timeout(1000)                                   # the full render after the preview
+            shown, _ = image_at(page, "edited")
+            notes = page.locator("#notes").inner_text()
+            browser.close()
+    finally:
+        app.close()
+    from clcae.faces.align import Alignment, pixel_centres
+    from clcae.photos import encoder_inputs
+
+    shown = np.asarray(shown).astype(int)
+    assert shown.shape == original.shape and "FFHQ-aligned crop" in notes
+    changed = np.abs(shown - original.astype(int)).max(-1) > 0
+    (face,), _ = encoder_inputs([tmp_path / "astronaut.png"], 64, True)   # where the page's crop lies
+    uv = (Alignment(face.alignment.quad, 64).to_crop(pixel_centres(512, 512)) / 64).numpy()   # crop sides
+    inner = ((uv > 0.2) & (uv < 0.8)).all(-1)
+    outside = ((uv < 0) | (uv > 1)).any(-1)
+    assert inner.sum() > 5000 and changed[inner].mean() > 0.9           # the face region: the edit
+    assert outside.sum() > 100_000 and not changed[outside].any()      # outside the crop: the photo itself

@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) benchmarks/pipeline_time.py   # the pipelines' time, from the stages' own records
 	$(PY) benchmarks/generator.py
 	$(PY) benchmarks/generator_training.py
 	$(PY) benchmarks/synthesize.py

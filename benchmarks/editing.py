@@ -82,7 +82,7 @@ def cases(G, encoder, batch: int, device, warmup: int, repeats: int) -> list[dic
     from clcae.images import to_uint8
     from clcae.inversion import invert
     from clcae.photos import paste_faces
-    from clcae.web import PreviewGenerator
+    from clcae.web import slider_editors
 
     size = encoder.cfg.image_size
     with torch.inference_mode():
@@ -91,7 +91,8 @@ def cases(G, encoder, batch: int, device, warmup: int, repeats: int) -> list[dic
     direction = Direction("bench", torch.nn.functional.normalize(torch.randn(G.style_dim), dim=0))
     editor = Editor.for_encoder(encoder, G, batch_size=batch)
     inv = invert(encoder, G, x, batch_size=batch, keep_codes=True)
-    previewer = Editor.for_encoder(encoder, PreviewGenerator(G, size), batch_size=batch)
+    full_editors, preview_editors = slider_editors(encoder, G)
+    base = full_editors["f"].base_features(inv)                   # the page renders it once per photo
     move = editor.combined_delta([(direction, 2.0)])
     photo = torch.zeros(3, 2 * G.size, 2 * G.size, dtype=torch.uint8)
     face = Alignment(torch.tensor([[0.5, 0.5], [0.5, 1.5], [1.5, 1.5], [1.5, 0.5]], dtype=torch.float64) * G.size, G.size)
@@ -103,8 +104,8 @@ def cases(G, encoder, batch: int, device, warmup: int, repeats: int) -> list[dic
                       ("edit W, W+, F", lambda: editor.edit(inv, direction, 2.0)),
                       ("invert + edit F", lambda: editor.edit(invert(encoder, G, x, batch_size=batch, keep_codes=True), direction,
                                                               2.0, spaces=("f",))),
-                      ("slider preview F", lambda: previewer.apply(inv, move, spaces=("f",))),
-                      ("slider full F", lambda: editor.apply(inv, move, spaces=("f",))),
+                      ("slider preview F", lambda: preview_editors["f"].apply(inv, move, ("f",), g_base=base)),
+                      ("slider full F", lambda: full_editors["f"].apply(inv, move, ("f",), g_base=base)),
                       ("paste back 1 face", lambda: paste_faces(photo, [(full[0], face)]))):
         s = median_seconds(fn, device, warmup, repeats)
         rows.append({"case": label, "batch": batch, "ms_per_image": 1000 * s / batch, "img_per_s": batch / s})

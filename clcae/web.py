@@ -28,16 +28,22 @@ class PreviewGenerator:
     """The generator stopped at side ``size`` (its skip image there): what a slider preview renders.
 
     Stands in for ``G`` in an :class:`~clcae.editing.Editor`, which only calls ``synthesis`` and
-    reads ``n_latent`` / ``style_dim``; everything else is the wrapped generator's."""
+    reads ``n_latent`` / ``style_dim``; everything else is the wrapped generator's.
+    ``features_only``: a render asked for its layer features without an f to insert stops at the
+    feature layer (an F-only edit uses G_k(w+') and G_k(w+), not their images)."""
 
-    def __init__(self, G, size: int):
-        self.G, self.size = G, int(size)
+    def __init__(self, G, size: int, features_only: bool = False):
+        self.G, self.size, self.features_only = G, int(size), features_only
 
     def __getattr__(self, name):
         return getattr(self.G, name)
 
-    def synthesis(self, wplus, **kwargs):
-        return self.G.synthesis(wplus, max_size=self.size, **kwargs)
+    def synthesis(self, wplus, feature=None, return_features: bool = False, feature_layer: int = 5, **kwargs):
+        size = self.size
+        if self.features_only and return_features and feature is None:
+            size = self.G.feature_shape(feature_layer)[-1]
+        return self.G.synthesis(wplus, feature=feature, return_features=return_features, feature_layer=feature_layer,
+                                max_size=size, **kwargs)
 
 
 def shown(image: torch.Tensor, display: int | None = None):
@@ -52,6 +58,19 @@ def shown(image: torch.Tensor, display: int | None = None):
     return pil
 
 
+def slider_editors(encoder, G) -> tuple[dict, dict]:
+    """Per space, the page's two Editors: the full render (a slider released, the download) and the
+    preview (a slider moving: the generator stopped at the encoder's side). Edits in F skip the
+    images nobody looks at (:class:`PreviewGenerator` ``features_only``); pass the inversion's
+    ``base_features`` as ``g_base`` to render G_k(w+) once per photo."""
+    from clcae.editing import Editor
+
+    def editors(side: int) -> dict:
+        return {s: Editor.for_encoder(encoder, PreviewGenerator(G, side, features_only=s == "f")) for s in SPACES}
+
+    return editors(G.size), editors(min(encoder.cfg.image_size, G.size))
+
+
 def build_app(models, align: bool = False, face: int | None = None, max_strength: float = 6.0):
     """The Gradio Blocks of the page for one encoder, generator and set of directions; ``align``:
     detect and FFHQ-align the faces of an uploaded photo (``face``: only that one) and show the
@@ -59,16 +78,14 @@ def build_app(models, align: bool = False, face: int | None = None, max_strength
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    from clcae.editing import Editor
     from clcae.images import to_uint8
     from clcae.inversion import invert
     from clcae.photos import encoder_inputs, paste_faces, to_pil
 
     encoder, G = models.encoder, models.G
     directions = models.directions()
-    editor = Editor.for_encoder(encoder, G)
     size = encoder.cfg.image_size
-    previewer = Editor.for_encoder(encoder, PreviewGenerator(G, size)) if size < G.size else editor
+    full_editors, preview_editors = slider_editors(encoder, G)
     detector = None
     if align:
         from clcae.faces import FaceDetector
@@ -85,16 +102,19 @@ def build_app(models, align: bool = False, face: int | None = None, max_strength
             raise gr.Error(failures[0])
         with torch.inference_mode():
             inversion = invert(encoder, G, torch.stack([i.image for i in inputs]), keep_codes=True)
+            base = full_editors["f"].base_features(inversion) if inversion.f is not None else None   # G_k(w+): once
         recs = [shown(inversion.images()[s][0], DISPLAY) if s in inversion.images() else None for s in SPACES]
-        session = {"inversion": inversion, "inputs": inputs}
+        session = {"inversion": inversion, "inputs": inputs, "base": base}
         edited, file = on_full(session, space, *strengths)
         notes = "; ".join(dict.fromkeys(n for i in inputs for n in i.notes)) or "used as is"
         return (*recs, session, edited, file, notes)
 
-    def render(session, space, strengths, with_editor):
+    def render(session, space, strengths, editors):
         moves = [(d, s) for d, s in zip(directions.values(), strengths) if s]
+        with_editor = editors[space]
         with torch.inference_mode():
-            edited = with_editor.apply(session["inversion"], with_editor.combined_delta(moves), spaces=(space,))
+            edited = with_editor.apply(session["inversion"], with_editor.combined_delta(moves), spaces=(space,),
+                                       g_base=session["base"])
         return edited.images[space], moves
 
     def as_photo(session, images: torch.Tensor):
@@ -108,13 +128,13 @@ def build_app(models, align: bool = False, face: int | None = None, max_strength
     def on_preview(session, space, *strengths):
         if session is None:
             return None
-        images, _ = render(session, space, strengths, previewer)
+        images, _ = render(session, space, strengths, preview_editors)
         return as_photo(session, images)[0]
 
     def on_full(session, space, *strengths):
         if session is None:
             return None, None
-        images, moves = render(session, space, strengths, editor)
+        images, moves = render(session, space, strengths, full_editors)
         display, full = as_photo(session, images)
         file = downloads / ("edited_" + "_".join(f"{d.name}{s:+g}" for d, s in moves)[:120] + f"_{space}.png")
         full.save(file)

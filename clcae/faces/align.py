@@ -122,11 +122,19 @@ def paste_back(photo: torch.Tensor, crop: torch.Tensor, geo: Alignment, feather:
     """The crop (uint8 [3, S, S], e.g. an edited reconstruction at any S) warped back into ``photo``
     (uint8 [3, H, W]) through the inverse of ``geo``, blended with a mask that is 1 inside the crop
     and falls to 0 over ``feather`` of its side at the border; outside the quad the photo is kept."""
-    s = crop.shape[-1]
-    at = Alignment(geo.quad, s).to_crop(pixel_centres(*photo.shape[-2:]))   # [H, W, 2]: each photo pixel in the crop
+    s, (h, w) = crop.shape[-1], photo.shape[-2:]
+    lo, hi = geo.quad.amin(0).floor().long(), geo.quad.amax(0).ceil().long()   # the quad's box: nothing moves outside it
+    x0, y0 = int(lo[0].clamp(0, w)), int(lo[1].clamp(0, h))
+    x1, y1 = int(hi[0].clamp(0, w)), int(hi[1].clamp(0, h))
+    out = photo.clone()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    centres = pixel_centres(y1 - y0, x1 - x0) + torch.tensor([x0, y0], dtype=torch.float64)
+    at = Alignment(geo.quad, s).to_crop(centres)         # [h, w, 2]: each box pixel in the crop
     back = sample_at(crop[None].double(), at, "border")[0]
     uv = at / s                                          # in crop sides: inside is [0, 1]^2
     edge = torch.minimum(uv, 1 - uv).amin(-1)            # distance to the crop's border, in crop sides
     mask = (edge / feather).clamp(0, 1) if feather > 0 else (edge > 0).double()
-    out = photo.double() * (1 - mask) + back * mask
-    return out.round().clamp(0, 255).to(torch.uint8)
+    region = photo[:, y0:y1, x0:x1].double() * (1 - mask) + back * mask
+    out[:, y0:y1, x0:x1] = region.round().clamp(0, 255).to(torch.uint8)
+    return out

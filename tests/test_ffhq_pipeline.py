@@ -2,6 +2,7 @@
 on stand-in assets of the right formats and small sizes in a temp repo."""
 import json
 
+import published
 import pytest
 import torch
 import yaml
@@ -40,10 +41,15 @@ def merge(base: dict, over: dict) -> dict:
                        for k, v in over.items()}}
 
 
-def write_stand_ins(repo, cfg):
-    """Generator, seeded ArcFace, random AlexNet, direction files, the seeded released encoder, photos."""
-    import torchvision
+def seeded_in_order(keys: dict) -> dict:
+    """The fixtures' seeded weights of a manifest, in the manifest's (the published file's) key order."""
+    state = fixture_seeded_state(keys)
+    return {k: state[k] for k in keys}
 
+
+def write_stand_ins(repo, cfg):
+    """Generator, seeded ArcFace, AlexNet, the published directions and PCA, the seeded released encoder and
+    contrastive models (each in its published file's layout: tests/published.py), photos."""
     from clcae.editing.directions import PCABasis, save_pca
     from clcae.nets.stylegan2 import Generator, save_generator
 
@@ -52,23 +58,23 @@ def write_stand_ins(repo, cfg):
     G.latent_avg.copy_(G.mapping(torch.randn(500, 512)).mean(0))
     save_generator(G, repo / cfg["shared"]["generator"])
     irse = json.loads(fixture_path("irse50_manifest.json").read_text())["keys"]
-    torch.save(fixture_seeded_state(irse), repo / cfg["ffhq"]["arcface"])
-    alexnet = {k: v for k, v in torchvision.models.alexnet().state_dict().items() if k.startswith("features.")}
-    torch.save(alexnet, repo / cfg["ffhq"]["lpips_alexnet"])
-    for path in cfg["fit_directions"]["published"].values():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(torch.nn.functional.normalize(torch.randn(1, 512), dim=1), repo / path)
+    published.save(seeded_in_order(irse), repo / cfg["ffhq"]["arcface"], legacy=True)   # as model_ir_se50.pth
+    published.write("lpips_alexnet", repo / cfg["ffhq"]["lpips_alexnet"])
+    for name, path in cfg["fit_directions"]["published"].items():   # pose: [1, 18, 512] saved on cuda:0
+        published.write(f"interfacegan_{name}", repo / path)
     comp = torch.linalg.qr(torch.randn(512, 80))[0].T[:, None]   # [80, 1, 512] orthonormal
     save_pca(PCABasis(G.latent_avg[None].clone(), comp, torch.linspace(3, 1, 80)), repo / cfg["fit_directions"]["published_pca"])
     encoder = json.loads(fixture_path("clcae_ffhq_encoder_manifest.json").read_text())["keys"]
-    state = fixture_seeded_state(encoder)
+    state = seeded_in_order({k: v for k, v in encoder.items() if k != "latent_avg"})   # the file has none
     state.update({"decoder." + k: v for k, v in G.state_dict().items() if k != "latent_avg"})
-    torch.save({"state_dict": state, "opts": {"idx_k": 5}, "iter": 1}, repo / cfg["evaluate"]["released"]["clcae_released"])
+    published.save({"state_dict": state, "opts": published.clcae_opts("inversion"), "iter": 0.4375},
+                   repo / cfg["evaluate"]["released"]["clcae_released"], device_tag="cuda:0")
     contrastive = json.loads(fixture_path("clcae_ffhq_aligner_manifest.json").read_text())
     image_file, latent_file = cfg["train_encoder"]["common"]["aligner"]
-    torch.save({"state_dict": {**fixture_seeded_state(contrastive["image_encoder_keys"]),
-                               "logit_scale": torch.tensor([2.6593])}, "opts": {}}, repo / image_file)
-    torch.save(fixture_seeded_state(contrastive["latent_encoder_keys"]), repo / latent_file)
+    image_state = seeded_in_order(contrastive["image_encoder_keys"])
+    image_state["logit_scale"] = torch.tensor(2.6593)   # log(1 / 0.07), a 0-dim parameter
+    for state, file in ((image_state, image_file), (seeded_in_order(contrastive["latent_encoder_keys"]), latent_file)):
+        published.save({"state_dict": state, "opts": published.clcae_opts("contrastive")}, repo / file, device_tag="cuda:0")
     with torch.no_grad():
         faces = G.synthesis(G.mapping(torch.randn(10, 512))[:, None].expand(-1, 18, -1)).clamp(-1, 1)
     faces = ((torch.nn.functional.avg_pool2d(faces, 4) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
@@ -100,6 +106,43 @@ def test_every_paper_stage_cmd_points_at_a_stage_script_with_the_paper_params():
         assert "--params configs/ffhq.yaml" in stage["cmd"] and stage["wdir"] == ".."
 
 
+def test_the_paper_pipeline_finds_every_published_file_in_its_real_layout(tmp_path, monkeypatch, capsys):
+    """Stand-ins of every file of the assets manifest, each in its published layout (tests/published.py;
+    their loading: tests/test_published_layouts.py), at the paths of the paper config: `dvc repro --dry`
+    plans every stage and the asset check recognises each file (presence and format: they are stand-ins)."""
+    from clcae.config import Params, build
+    from clcae.worlds.ffhq import assets as A
+
+    repo = make_tiny_repo(tmp_path)
+    cfg = merge(yaml.safe_load((ROOT / "configs" / "ffhq.yaml").read_text()), TINY_FFHQ)
+    cfg["ffhq"]["inception"] = "assets/ffhq/inception_v3_google-0cc3c7bd.pth"   # not torchvision's cache
+    (repo / "configs" / "ffhq.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    params = build(Params, cfg)
+    for asset in A.MANIFEST:
+        path = repo / A.locate(asset, params)
+        assert path.is_relative_to(repo / "assets" / "ffhq") or asset.folder, path
+        if asset.folder:
+            path.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (40 * i, 90, 160)).save(path / f"{i:05d}.png")
+        else:
+            published.write(asset.name, path)
+
+    # the assets stage's file deps all there (a missing one fails the dry run: "No such file"), then the plan
+    assert "Running stage 'ffhq/dvc.yaml:assets'" in dvc("repro", "--dry", "--single-item", "ffhq/dvc.yaml:assets",
+                                                          cwd=repo).stdout
+    out = dvc("repro", "--dry", "--force", "ffhq/dvc.yaml", cwd=repo).stdout
+    for stage in ("assets", "synthesize", "train_aligner", "train_encoder@clcae", "fit_directions", "evaluate", "report"):
+        assert f"Running stage 'ffhq/dvc.yaml:{stage}'" in out
+    monkeypatch.chdir(repo)
+    capsys.readouterr()
+    assert A.main(["check", "--params", "configs/ffhq.yaml"]) == 0
+    out = capsys.readouterr().out
+    for asset in A.MANIFEST:
+        assert f"ok      {A.locate(asset, params)}: {asset.name} " in out, out
+    assert f"{len(A.MANIFEST)} of {len(A.MANIFEST)} assets in place (ffhq.verify_checksums: false" in out
+
+
 @pytest.mark.slow
 def test_every_paper_stage_runs_on_stand_in_assets(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))   # no Inception: ArcFace features
@@ -121,6 +164,9 @@ def test_every_paper_stage_runs_on_stand_in_assets(tmp_path, monkeypatch):
     assert clcae["unreadable_images"]["test"]["files"] == ["00099.png"]
     directions = json.loads((repo / "data/ffhq/directions/directions.json").read_text())["directions"]
     assert {"age", "smile", "pose", "eye_openness"} <= set(directions)
+    pose = torch.load(repo / cfg["fit_directions"]["published"]["pose"], map_location="cpu")   # [1, 18, 512]
+    fitted_pose = torch.load(repo / "data/ffhq/directions" / directions["pose"]["file"])
+    assert pose.shape == (1, 18, 512) and torch.equal(fitted_pose, pose[:, 0])   # 18 identical rows: one vector
     metrics = json.loads((repo / "reports/ffhq/metrics.json").read_text())
     assert metrics["world"] == "ffhq" and metrics["test_images"] == 4   # the truncated file skipped, named
     assert metrics["unreadable_test_images"] == {"count": 1, "files": ["00099.png"]}
@@ -138,7 +184,7 @@ def test_every_paper_stage_runs_on_stand_in_assets(tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     photo = repo / cfg["ffhq"]["test_dir"] / "00007.png"
     assert main(["--params", "configs/ffhq.yaml", "--encoder", "assets/ffhq/FFHQ_Inversion.pt", "invert",
-                 str(photo), "--out", "mine"]) == 0
+                 str(photo), "--out", "mine", "--no-align"]) == 0   # a stand-in generator picture: no face to find
     latents = torch.load(repo / "mine" / "00007_latents.pt")
     assert latents["wplus"].shape == (18, 512) and latents["f"].shape == (512, 16, 16)
     assert Image.open(repo / "mine" / "00007_f.png").size == (256, 256)   # at the encoder's side, as pSp shows

@@ -5,8 +5,9 @@ the paper config (``configs/ffhq.yaml``) names, at the paths its params give, an
 whether it is there and intact: the size and sha256 where the source publishes or a mirror
 records them, else its format (a PyTorch file, not an HTML page: the classic failed Google Drive
 download). For each missing or damaged file the message names what it is, where to fetch it and
-the path (and param) to put it at. ``python -m clcae.worlds.ffhq.assets fetch`` downloads the files
-that have a direct URL (for users who are online), checked before they are moved into place;
+the path (and param) to put it at (with ``ffhq.verify_checksums: false``, for stand-in files: presence
+and format only, as the stage checks them). ``python -m clcae.worlds.ffhq.assets fetch`` downloads
+the files that have a direct URL (for users who are online), checked before they are moved into place;
 Google Drive links are printed with the path instead (Drive needs a browser for large files).
 The stage ``assets`` of ``ffhq/dvc.yaml`` (:func:`run`) runs the check, decodes every image of the
 two folders once and writes ``ffhq.assets_report``.
@@ -61,12 +62,14 @@ CLCAE_CONTRASTIVE = ("https://drive.google.com/drive/folders/19Q75nlaZ8KVdUd6C9s
                      "github.com/KumapowerLIU/CLCAE: 'Contrastive model and data for FFHQ')")
 
 MANIFEST: tuple[Asset, ...] = (
-    Asset("generator", "StyleGAN2 FFHQ 1024 px config-f, rosinality's conversion (stylegan2-ffhq-config-f.pt)",
+    Asset("generator", "StyleGAN2 FFHQ 1024 px config-f, rosinality's conversion (stylegan2-ffhq-config-f.pt, a "
+          "legacy pickle of {'g_ema', 'latent_avg': [512], 'g', 'd'}: load_generator reads g_ema and latent_avg)",
           "shared.generator", DRIVE.format("1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT"), size=381_462_551,
           sha256="bae494ef77e32a9cd1792a81a3c167692a0e64f6bcd8b06592ff42917e2ed46e",
           checksum_from="Git LFS mirrors of the file (the Drive file publishes none)", needed_by="synthesize, train_encoder, fit_directions, evaluate"),
-    Asset("arcface", "ArcFace IR-SE50 (model_ir_se50.pth, TreB1eN/InsightFace_Pytorch's weights as linked in "
-          "pSp's README): the identity loss and metric", "ffhq.arcface", DRIVE.format("1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn"),
+    Asset("arcface", "ArcFace IR-SE50 (model_ir_se50.pth, a bare state dict in a legacy pickle: "
+          "TreB1eN/InsightFace_Pytorch's weights as linked in pSp's README): the identity loss and metric",
+          "ffhq.arcface", DRIVE.format("1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn"),
           size=175_367_323, sha256="a035c768259b98ab1ce0e646312f48b9e1e218197a0f80ac6765e88f8b6ddf28",
           checksum_from="Git LFS mirrors; facexlib's release recognition_arcface_ir_se50.pth is the same file",
           needed_by="the ffhq world (train_encoder, evaluate)"),
@@ -85,20 +88,25 @@ MANIFEST: tuple[Asset, ...] = (
     Asset("interfacegan_smile", "e4e's InterFaceGAN smile direction ([1, 512])", "fit_directions.published.smile",
           E4E.format("interfacegan_directions/smile.pt"), size=2_808,
           sha256="817a7e732b59dee9eba862bec8bd7e8373568443bc9f9731a21cf9b0356f0653", needed_by="fit_directions"),
-    Asset("interfacegan_pose", "e4e's InterFaceGAN pose direction ([1, 512])", "fit_directions.published.pose",
+    Asset("interfacegan_pose", "e4e's InterFaceGAN pose direction ([1, 18, 512]: one unit vector repeated on the "
+          "18 W+ layers, saved from cuda:0)", "fit_directions.published.pose",
           E4E.format("interfacegan_directions/pose.pt"), size=37_624,
           sha256="736e0eacc8488fa0b020a2e7bd256b957284c364191dfea693705e5d06d43e7d", needed_by="fit_directions"),
-    Asset("ganspace_pca", "GANSpace's FFHQ PCA of W as e4e ships it (ffhq_pca.pt)", "fit_directions.published_pca",
+    Asset("ganspace_pca", "GANSpace's FFHQ PCA of W as e4e ships it (ffhq_pca.pt: {'mean': [1, 512], "
+          "'comp': [80, 1, 512], 'std': [80]})", "fit_directions.published_pca",
           E4E.format("ganspace_pca/ffhq_pca.pt"), size=167_562,
           sha256="4d7f9df1c96180d9026b9cb8d04753579fbf385f321a9d0e263641601c5e5d36", needed_by="fit_directions"),
-    Asset("clcae_encoder", "the released CLCAE FFHQ inversion model (FFHQ_Inversion in CLCAE's README): "
-          "load_official_encoder converts it", "evaluate.released.clcae_released",
+    Asset("clcae_encoder", "the released CLCAE FFHQ inversion model (FFHQ_Inversion in CLCAE's README: "
+          "{'state_dict': encoder.* and decoder.*, 'opts', 'iter'}, saved from a GPU): load_official_encoder "
+          "converts it", "evaluate.released.clcae_released",
           DRIVE.format("1gCsF8mHxjhExswCchz7UpXfe-NvAhIm9"),
           needed_by="evaluate (evaluate.released), train_encoder (init)"),
-    Asset("clcae_aligner_image", "the released CLCAE contrastive image encoder (best_model_image.pt): "
-          "load_official_aligner converts it", "train_encoder.common.aligner", CLCAE_CONTRASTIVE, optional=True,
+    Asset("clcae_aligner_image", "the released CLCAE contrastive image encoder (best_model_image.pt: "
+          "{'state_dict', 'opts'}, saved from a GPU): load_official_aligner converts it",
+          "train_encoder.common.aligner", CLCAE_CONTRASTIVE, optional=True,
           needed_by="train_encoder when train_encoder.common.aligner names it (else the pipeline's own aligner)"),
-    Asset("clcae_aligner_latent", "the released CLCAE contrastive latent encoder (best_model_latent.pt)",
+    Asset("clcae_aligner_latent", "the released CLCAE contrastive latent encoder (best_model_latent.pt: "
+          "{'state_dict', 'opts'}, saved from a GPU): load_official_aligner converts it",
           "train_encoder.common.aligner", CLCAE_CONTRASTIVE, optional=True,
           needed_by="train_encoder when train_encoder.common.aligner names it (else the pipeline's own aligner)"),
     Asset("ffhq_images", "FFHQ, 70,000 aligned faces (images1024x1024, PNG): the encoder's training images",
@@ -291,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     except ClcaeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    statuses = check_all(params, hash_files=not args.no_hash)
+    # ffhq.verify_checksums false (stand-in files): presence and format, as the assets stage checks them
+    verify = lookup(params, "ffhq.verify_checksums") is not False
+    manifest = MANIFEST if verify else tuple(map(format_only, MANIFEST))
+    statuses = check_all(params, manifest, hash_files=verify and not args.no_hash)
     if args.command == "fetch":
         wanted = set(args.names) or {s.asset.name for s in statuses if not s.ok}
         for s in statuses:
@@ -302,14 +313,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"fetching {s.asset.name}: {s.asset.url} -> {s.path}")
             try:
-                fetch(s.asset, s.path)
+                fetch(ASSETS[s.asset.name], s.path)   # checked against the published size and sha256
             except OSError as e:
                 print(f"error: {e}", file=sys.stderr)
-        statuses = check_all(params, hash_files=not args.no_hash)
+        statuses = check_all(params, manifest, hash_files=verify and not args.no_hash)
     for s in statuses:
         print(("ok      " if s.state in ("ok", "unverified") else "absent  " if s.ok else "MISSING " if s.state == "missing" else "CORRUPT ") + s.message())
     bad = [s for s in statuses if not s.ok]
-    print(f"{len(statuses) - len(bad)} of {len(statuses)} assets in place" + (f"; {len(bad)} to fetch" if bad else ""))
+    print(f"{len(statuses) - len(bad)} of {len(statuses)} assets in place" + (f"; {len(bad)} to fetch" if bad else "")
+          + ("" if verify else " (ffhq.verify_checksums: false, presence and format checked)"))
     return 1 if bad else 0
 
 

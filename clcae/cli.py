@@ -114,7 +114,7 @@ def cmd_invert(args, models: Models) -> int:
     from clcae.images import to_float, to_uint8
     from clcae.inversion import invert
     from clcae.metrics.mse import mse01
-    from clcae.photos import paste_faces
+    from clcae.photos import by_photo, paste_into_photo
 
     encoder, G = models.encoder, models.G
     photos, failed = read_inputs(args, models, args.images)
@@ -137,17 +137,12 @@ def cmd_invert(args, models: Models) -> int:
             rows.append((stem, " ".join(f"{SPACE[s]} {v:.4f}" for s, v in mse.items()),
                          "; ".join(item.notes) or "-", len(written) + 1))
         if args.paste_back:   # each photo once, with all its faces' reconstructions pasted in
-            by_photo: dict[Path, list[int]] = {}
-            for i, item in enumerate(photos):
-                if item.alignment is not None:
-                    by_photo.setdefault(item.path, []).append(i)
-            for rows_of_photo in by_photo.values():
-                first = photos[rows_of_photo[0]]
-                name = first.name.rsplit("_face", 1)[0]
+            for stem, rows_of_photo in by_photo(photos).items():
+                if photos[rows_of_photo[0]].alignment is None:
+                    continue
                 for space, images in inv.images().items():
-                    pasted = paste_faces(first.photo, [(to_uint8(images[i]).cpu(), photos[i].alignment)
-                                                       for i in rows_of_photo])
-                    save_png(pasted, out / f"{name}_{space}_pasted.png")
+                    pasted = paste_into_photo([photos[i] for i in rows_of_photo], images[rows_of_photo])
+                    save_png(pasted, out / f"{stem}_{space}_pasted.png")
     if rows:
         print(f"{'photo':<28} {'MSE [0, 1] by space':<36} {'files':>5}  notes")
         for name, mse, notes, n in rows:
@@ -160,7 +155,7 @@ def cmd_edit(args, models: Models) -> int:
     from clcae.editing import Editor
     from clcae.images import to_uint8
     from clcae.inversion import invert
-    from clcae.photos import paste_faces
+    from clcae.photos import paste_into_photo
 
     directions = models.directions()
     unknown = [d for d in args.direction if d not in directions]
@@ -184,11 +179,10 @@ def cmd_edit(args, models: Models) -> int:
     if paste and args.sweep:
         print("note: --paste-back writes single edits, not sweeps; nothing pasted", file=sys.stderr)
         paste = False
-    photo_stem = photos[0].name.rsplit("_face", 1)[0] if aligned else photos[0].name
+    photo_stem = photos[0].stem
 
     def save_pasted(images: torch.Tensor, file: str) -> None:   # every face's crop into the one photo
-        pasted = paste_faces(photos[0].photo, [(to_uint8(images[i]).cpu(), photos[i].alignment) for i in aligned])
-        save_png(pasted, out / file)
+        save_png(paste_into_photo([photos[i] for i in aligned], images[aligned]), out / file)
         written.append(file)
 
     for i, item in enumerate(photos):
@@ -236,16 +230,16 @@ def cmd_align(args) -> int:
 
     from clcae.faces import FaceDetector
     from clcae.io import save_text
-    from clcae.photos import encoder_inputs
+    from clcae.photos import by_photo, encoder_inputs
 
     out = Path(args.out)
     inputs, failures = encoder_inputs(args.images, args.size, True, args.face, FaceDetector(args.min_prob))
     for message in failures:
         print(f"error: {message}", file=sys.stderr)
-    by_photo: dict[Path, list] = {}
-    for item in inputs:
-        by_photo.setdefault(item.path, []).append(item)
-    for path, items in by_photo.items():
+    groups = by_photo(inputs)
+    for rows_of_photo in groups.values():
+        items = [inputs[i] for i in rows_of_photo]
+        path = items[0].path
         records = []
         for item in items:
             save_png(item.image, out / f"{item.name}.png")
@@ -253,12 +247,12 @@ def cmd_align(args) -> int:
             records.append({"face": item.face, "file": f"{item.name}.png", "prob": found.prob,
                             "box": found.box.tolist(), "landmarks": found.landmarks.tolist(),
                             "quad": geo.quad.tolist(), "size": args.size, "crop_to_photo": geo.crop_to_photo.tolist()})
-        stem, notes = items[0].name.rsplit("_face", 1)[0], items[0].notes[:-1]   # the photo's notes, not the face's
+        stem, notes = items[0].stem, items[0].notes[:-1]   # the photo's notes, not the face's
         save_text(json.dumps({"photo": str(path), "photo_size": list(items[0].photo.shape[-2:]), "notes": notes,
                               "faces": records}, indent=1), out / f"{stem}_faces.json")
         print(f"{path.name:<28} {len(records)} face{'s' if len(records) != 1 else ''} -> "
               f"{', '.join(r['file'] for r in records)}" + (f"  ({'; '.join(notes)})" if notes else ""))
-    print(f"{len(inputs)} faces from {len(by_photo)} photos aligned into {out}, {len(failures)} failed")
+    print(f"{len(inputs)} faces from {len(groups)} photos aligned into {out}, {len(failures)} failed")
     return len(failures)
 
 

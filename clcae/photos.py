@@ -42,7 +42,8 @@ class EncoderInput:
     """One square image as the encoder takes it, with where it came from: a whole photo centre-cropped,
     or one face's FFHQ crop (``face``, ``alignment``) and the photo it can be pasted back into."""
     path: Path
-    name: str                                   # output stem: "<stem>" or "<stem>_face<K>"
+    stem: str                                   # the photo's output stem (unique among the photos)
+    name: str                                   # this input's output stem: "<stem>" or "<stem>_face<K>"
     image: torch.Tensor                         # uint8 [3, S, S]
     notes: list[str] = field(default_factory=list)
     photo: torch.Tensor | None = None           # aligned: the whole upright photo uint8 [3, H, W]
@@ -69,7 +70,7 @@ def encoder_inputs(paths: list[str | os.PathLike], size: int, align: bool, face:
         try:
             if not align:
                 image, notes = load_photo(path, size)
-                inputs.append(EncoderInput(path, stem, image, notes))
+                inputs.append(EncoderInput(path, stem, stem, image, notes))
                 continue
             photo, notes = decode_photo(path)
         except ClcaeError as e:
@@ -94,7 +95,7 @@ def align_faces(path: Path, stem: str, photo: torch.Tensor, notes: list[str], si
     for k, f in picked:
         crop, geo = align_face(photo, f.landmarks, size)
         note = f"face {k} of {len(found)}: FFHQ-aligned crop (MTCNN p={f.prob:.3f})"
-        out.append(EncoderInput(path, f"{stem}_face{k}", crop, notes + [note], photo, k, geo, f))
+        out.append(EncoderInput(path, stem, f"{stem}_face{k}", crop, notes + [note], photo, k, geo, f))
     return out
 
 
@@ -108,6 +109,14 @@ def unique_stems(paths: list[Path]) -> list[str]:
     return out
 
 
+def by_photo(inputs: list[EncoderInput]) -> dict[str, list[int]]:
+    """The indices of ``inputs`` per photo (its stem), in order: a photo's faces together."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(inputs):
+        groups.setdefault(item.stem, []).append(i)
+    return groups
+
+
 def paste_faces(photo: torch.Tensor, crops: list[tuple[torch.Tensor, object]]) -> torch.Tensor:
     """Edited (or reconstructed) face crops ``[(uint8 [3, S, S], Alignment)]`` pasted back into the
     photo, each through its inverse transform with a feathered mask; the photo's resolution."""
@@ -116,6 +125,14 @@ def paste_faces(photo: torch.Tensor, crops: list[tuple[torch.Tensor, object]]) -
     for crop, geo in crops:
         photo = paste_back(photo, crop, geo)
     return photo
+
+
+def paste_into_photo(faces: list[EncoderInput], images: torch.Tensor) -> torch.Tensor:
+    """The results ``images`` ([-1, 1] [n, 3, S, S], one per aligned input of ``faces``, all of one
+    photo) pasted back into that photo: uint8 [3, H, W]."""
+    from clcae.images import to_uint8
+
+    return paste_faces(faces[0].photo, [(to_uint8(image).cpu(), item.alignment) for image, item in zip(images, faces)])
 
 
 def decode_photo(path: str | os.PathLike) -> tuple[torch.Tensor, list[str]]:

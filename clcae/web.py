@@ -80,7 +80,7 @@ def build_app(models, align: bool = False, face: int | None = None, max_strength
 
     from clcae.images import to_uint8
     from clcae.inversion import invert
-    from clcae.photos import encoder_inputs, paste_faces, to_pil
+    from clcae.photos import encoder_inputs, paste_into_photo, to_pil
 
     encoder, G = models.encoder, models.G
     directions = models.directions()
@@ -122,7 +122,7 @@ def build_app(models, align: bool = False, face: int | None = None, max_strength
         inputs = session["inputs"]
         if inputs[0].alignment is None:
             return shown(images[0], DISPLAY), to_pil(to_uint8(images[0]))
-        pasted = to_pil(paste_faces(inputs[0].photo, [(to_uint8(img).cpu(), i.alignment) for img, i in zip(images, inputs)]))
+        pasted = to_pil(paste_into_photo(inputs, images))
         return pasted, pasted
 
     def on_preview(session, space, *strengths):

@@ -191,7 +191,7 @@ def paper_judges(cfg, G, device: torch.device, notes: list[str]):
 # ----------------------------------------------------------------------------- cases
 
 
-def train_case(cfg, G, image_size: int, perceptual, identity, aligner, batch: int, steps_per_epoch: int,
+def train_case(cfg, G, image_size: int, judge, aligner, batch: int, steps_per_epoch: int,
                device: torch.device, warmup: int, steps: int, notes: list[str]) -> dict:
     """The trainer's step (clcae/pipeline/train_encoder.py): autocast forward, backward, optimizer step."""
     from clcae.losses import AlignLoss, InversionLoss
@@ -202,7 +202,7 @@ def train_case(cfg, G, image_size: int, perceptual, identity, aligner, batch: in
     torch.manual_seed(0)
     encoder = build_encoder(cfg, G, image_size).to(device).train()
     align = AlignLoss(aligner, mode="infonce") if cfg.align > 0 else None
-    loss_fn = InversionLoss(loss_config(cfg), perceptual, identity, align)
+    loss_fn = InversionLoss(loss_config(cfg), judge, align)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_fn = TrainStep(encoder, G, loss_fn, cfg, image_size, steps_per_epoch)
     x = samples(G, batch, image_size, device)
@@ -260,9 +260,11 @@ def run_case(name: str, args) -> dict:
         cfg = paper_config(notes)
         if part == "paper":
             batch = args.paper_batch if device.type == "cpu" else args.paper_batch_cuda
+            from clcae.worlds.base import CallableJudge
+
             cfg, perceptual, identity, aligner = paper_judges(cfg, G, device, notes)
-            result = train_case(cfg, G, cfg.image_size, perceptual, identity, aligner, batch, 1000, device,
-                                warmup, steps, notes)
+            result = train_case(cfg, G, cfg.image_size, CallableJudge(perceptual, identity), aligner, batch, 1000,
+                                device, warmup, steps, notes)
         else:
             from clcae.pipeline.train_encoder import build_encoder
 
@@ -283,7 +285,7 @@ def run_case(name: str, args) -> dict:
             world = default_world(params, device, notes)
             aligner = default_aligner(params, G, device, notes) if cfg.align > 0 else None
             per_epoch = max(1, params.world.train_people * params.world.train_per_person // batch)
-            result = train_case(cfg, G, image_size, world.perceptual, world.identity, aligner, batch, per_epoch,
+            result = train_case(cfg, G, image_size, world, aligner, batch, per_epoch,
                                 device, warmup, steps, notes)
         else:
             from clcae.nets.encoder import load_encoder

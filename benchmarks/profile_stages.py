@@ -82,8 +82,7 @@ def profile_step(args) -> None:
     aligner = default_aligner(params, G, torch.device("cpu"), notes) if cfg.align > 0 else None
     torch.manual_seed(0)
     encoder = build_encoder(cfg, G, size).train()
-    loss_fn = InversionLoss(loss_config(cfg), world.perceptual, world.identity,
-                            AlignLoss(aligner, mode="infonce") if aligner is not None else None)
+    loss_fn = InversionLoss(loss_config(cfg), world, AlignLoss(aligner, mode="infonce") if aligner is not None else None)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = TrainStep(encoder, G, loss_fn, cfg, size, 500)
     x = samples(G, cfg.batch_size, size, torch.device("cpu"))

@@ -27,6 +27,7 @@ from clcae.nets.encoder import (
     load_encoder,  # noqa: F401 (load_encoder: re-export)
     load_official_encoder,
 )
+from clcae.spaces import SPACES
 
 
 def average_image(G, size: int) -> torch.Tensor:
@@ -87,14 +88,16 @@ def load_any_aligner(files: list[str], G, image_size: int, device: str | torch.d
 
 @dataclass
 class Inversion:
-    """One batch inverted: latents and the three reconstructions, images in [-1, 1]."""
+    """One batch inverted: latents and the three reconstructions, images in [-1, 1] (a render is
+    None when ``invert`` was not asked for it, ``size`` is their side all the same)."""
     w: torch.Tensor                   # [B, D]
     wplus: torch.Tensor               # [B, N, D]
     f: torch.Tensor | None            # [B, C, H, W] (None for a W+-only encoder)
-    image_w: torch.Tensor             # [B, 3, S, S]  G(w)
-    image_wplus: torch.Tensor         # [B, 3, S, S]  G(w+)
+    image_w: torch.Tensor | None      # [B, 3, S, S]  G(w)
+    image_wplus: torch.Tensor | None  # [B, 3, S, S]  G(w+)
     image_f: torch.Tensor | None      # [B, 3, S, S]  G(w+, f)
     codes: EncoderCodes | None = None  # the encoder's codes, for the official edit (invert(keep_codes=True))
+    size: int = 0                     # S: the side renders (and edits of this inversion) come at
 
     def select(self, index) -> Inversion:
         """The images at ``index`` (a slice, or an index tensor that may repeat images), codes too."""
@@ -108,35 +111,38 @@ class Inversion:
     def cat(cls, parts: list[Inversion]) -> Inversion:
         """The inversions of consecutive chunks as one (codes too, when the chunks kept them)."""
         def join(values):
-            return None if values[0] is None else torch.cat(values)
+            return values[0] if values[0] is None or isinstance(values[0], int) else torch.cat(values)
         codes = None if parts[0].codes is None else EncoderCodes(*map(join, zip(*(p.codes for p in parts))))
         return cls(**{k: join([getattr(p, k) for p in parts]) for k in cls.__dataclass_fields__ if k != "codes"},
                    codes=codes)
 
     def images(self) -> dict[str, torch.Tensor]:
-        """The reconstructions by space: {'w', 'wplus'[, 'f']}."""
-        out = {"w": self.image_w, "wplus": self.image_wplus}
-        if self.image_f is not None:
-            out["f"] = self.image_f
-        return out
+        """The reconstructions by space: {'w', 'wplus'[, 'f']} (those rendered)."""
+        out = {"w": self.image_w, "wplus": self.image_wplus, "f": self.image_f}
+        return {space: image for space, image in out.items() if image is not None}
 
 
 def render(G, out: EncoderOutput, size: int, feature_layer: int = 5, feature_blend: float = 1.0,
-           return_features: bool = False, with_w: bool = True, feature_insert: str = "next_conv",
+           return_features: bool = False, spaces: tuple[str, ...] = SPACES, feature_insert: str = "next_conv",
            noise_mode: str = "const"):
-    """The renders of one encoder output at side ``size``: {'w': G(w), 'wplus': G(w+)[, 'f': G(w+, f)]}.
+    """The renders of one encoder output at side ``size``: {'w': G(w), 'wplus': G(w+)[, 'f': G(w+, f)]},
+    those of ``spaces`` only (F needs an f).
 
     With ``return_features`` also G's own output at ``feature_layer`` for w+ (G5(w+), the target
-    of the F regularisation), captured in the G(w+) pass. ``with_w=False`` skips G(w).
+    of the F regularisation), captured in the G(w+) pass (without G(w+): by the layers up to it).
     ``noise_mode='random'`` draws fresh noise for every render (the official trainer).
     """
-    n = G.n_latent
-    images = ({"w": resize_square(G.synthesis(out.w[:, None].expand(-1, n, -1), noise_mode=noise_mode), size)}
-              if with_w else {})
-    image_wplus, f_gen = G.synthesis(out.wplus, noise_mode=noise_mode, feature_layer=feature_layer,
-                                     return_features=True)
-    images["wplus"] = resize_square(image_wplus, size)
-    if out.f is not None:
+    images, f_gen = {}, None
+    if "w" in spaces:
+        images["w"] = resize_square(G.synthesis(out.w[:, None].expand(-1, G.n_latent, -1), noise_mode=noise_mode),
+                                    size)
+    if "wplus" in spaces:
+        image_wplus, f_gen = G.synthesis(out.wplus, noise_mode=noise_mode, feature_layer=feature_layer,
+                                         return_features=True)
+        images["wplus"] = resize_square(image_wplus, size)
+    elif return_features:
+        f_gen = G.layer_features(out.wplus, feature_layer, noise_mode)
+    if "f" in spaces and out.f is not None:
         image_f = G.synthesis(out.wplus, noise_mode=noise_mode, feature=out.f, feature_layer=feature_layer,
                               feature_blend=feature_blend, feature_insert=feature_insert)
         images["f"] = resize_square(image_f, size)
@@ -144,12 +150,14 @@ def render(G, out: EncoderOutput, size: int, feature_layer: int = 5, feature_ble
 
 
 @torch.inference_mode()
-def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32, keep_codes: bool = False) -> Inversion:
+def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32, keep_codes: bool = False,
+           spaces: tuple[str, ...] = SPACES) -> Inversion:
     """Invert a batch of images (uint8 [0, 255] or float [-1, 1], [B, 3, H, W], any H = W).
 
     Runs in eval mode in chunks of ``batch_size``; results are on the encoder's device.
     ``keep_codes``: keep the encoder's :class:`EncoderCodes` (T3 included: 8 MB an image at paper
-    scale) for the official edit (:class:`clcae.editing.Editor`).
+    scale) for the official edit (:class:`clcae.editing.Editor`). ``spaces``: the renders to make
+    (``()``: the codes alone, e.g. to edit them at once).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"invert: images must be [B, 3, H, W], got {list(images.shape)}")
@@ -163,8 +171,8 @@ def invert(encoder: CLCAEEncoder, G, images: torch.Tensor, batch_size: int = 32,
         x = resize(to_float(chunk).to(device), size)
         codes = encoder.image_codes(x)
         out = encoder.decode(codes)
-        rec = render(G, out, size, layer, feature_insert=insert)
-        parts.append(Inversion(out.w, out.wplus, out.f, rec["w"], rec["wplus"], rec.get("f"),
-                               codes if keep_codes else None))
+        rec = render(G, out, size, layer, spaces=spaces, feature_insert=insert)
+        parts.append(Inversion(out.w, out.wplus, out.f, rec.get("w"), rec.get("wplus"), rec.get("f"),
+                               codes if keep_codes else None, size))
     encoder.train(was_training)
     return Inversion.cat(parts)

@@ -171,10 +171,12 @@ class InversionLossConfig:
 class InversionLoss(nn.Module):
     """The CLCAE encoder's training loss (DESIGN.md, "The method" 3) over the judges of a world.
 
-    Judges: ``perceptual(x, y) -> [B]`` distances, ``identity(x) -> [B, D]`` embeddings (the
-    face crop, if any, is the judge's business) and ``align``, an :class:`AlignLoss` over the
-    frozen aligner. They are held, not owned: ``.train()`` and ``.to()`` on this module leave
-    them alone, the world and AlignLoss keep them frozen in eval mode.
+    Judges: ``judge``, a :class:`~clcae.worlds.World` (or a :class:`~clcae.worlds.base.CallableJudge`
+    of two functions): ``judge(x)`` its perceptual representation and identity embedding [B, D]
+    (the face crop, if any, is the judge's business), ``perceptual_between(a, b)`` distances [B];
+    and ``align``, an :class:`AlignLoss` over the frozen aligner. They are held, not owned:
+    ``.train()`` and ``.to()`` on this module leave them alone, the world and AlignLoss keep them
+    frozen in eval mode.
 
     Reductions follow pSp / the official code: L2 is ``mse_loss`` on [-1, 1] (mean over every
     element); perceptual the batch mean of the judge's distances at one scale (what the official
@@ -185,17 +187,16 @@ class InversionLoss(nn.Module):
     256 px face pool; bilinear when growing), the aligner subtracting its average image itself.
     """
 
-    def __init__(self, cfg: InversionLossConfig | None = None,
-                 perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 align: AlignLoss | None = None):
+    def __init__(self, cfg: InversionLossConfig | None = None, judge=None, align: AlignLoss | None = None):
         super().__init__()
         self.cfg = cfg = cfg or InversionLossConfig()
-        for name, judge in (("perceptual", perceptual), ("identity", identity), ("align", align)):
-            if getattr(cfg, name) > 0 and judge is None:
+        for name, present in (("perceptual", judge is not None and getattr(judge, "perceptual", None) is not None),
+                              ("identity", judge is not None and getattr(judge, "identity", None) is not None),
+                              ("align", align is not None)):
+            if getattr(cfg, name) > 0 and not present:
                 raise ValueError(f"InversionLossConfig.{name} = {getattr(cfg, name)} > 0 but no {name} judge was "
                                  f"given: pass one, or set {name} to 0")
-        self.judges = {"perceptual": perceptual, "identity": identity, "align": align}  # a dict: not submodules
+        self.judges = {"judge": judge, "align": align}  # a dict: not submodules
 
     def forward(self, target: torch.Tensor, images: dict[str, torch.Tensor], w: torch.Tensor | None = None,
                 f: torch.Tensor | None = None, f_gen: torch.Tensor | None = None,
@@ -214,21 +215,16 @@ class InversionLoss(nn.Module):
             terms[name] = value.detach()
             parts.append(weight * value)
 
-        target_id = None
-        if cfg.identity > 0:
-            with torch.no_grad():
-                target_id = F.normalize(_upcast(self.judges["identity"](target)), dim=-1)  # [B, D]
-        for key in SPACES:
-            if key not in images:
-                continue
+        keys = [key for key in SPACES if key in images]
+        judged = self._judge(target, [images[k] for k in keys])
+        for i, key in enumerate(keys):
             image = images[key]  # [B, 3, H, W]
             if cfg.l2 > 0:
                 add(f"l2/{key}", cfg.l2, F.mse_loss(image, target))
             if cfg.perceptual > 0:
-                add(f"perceptual/{key}", cfg.perceptual, self._perceptual(image, target))
+                add(f"perceptual/{key}", cfg.perceptual, judged["perceptual"][i])
             if cfg.identity > 0:
-                rec_id = F.normalize(_upcast(self.judges["identity"](image)), dim=-1)  # [B, D]
-                add(f"identity/{key}", cfg.identity, (1 - (rec_id * target_id).sum(-1)).mean())
+                add(f"identity/{key}", cfg.identity, judged["identity"][i])
         if cfg.freg > 0 and f is not None:
             add("freg", cfg.freg, self._freg(f, f_gen))
         if cfg.align > 0:
@@ -238,6 +234,30 @@ class InversionLoss(nn.Module):
         total = sum(parts[1:], parts[0])
         terms["total"] = total.detach()
         return total, terms
+
+    def _judge(self, target: torch.Tensor, renders: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """The perceptual and identity terms of each render ({"perceptual": [term per render], ...}):
+        the target judged once (no gradient), the renders in one batch [k B, 3, H, W], so a world
+        whose judges share a network runs it twice per step, not once per render and term."""
+        want_p, want_id = self.cfg.perceptual > 0, self.cfg.identity > 0
+        if not renders or not (want_p or want_id):
+            return {}
+        judge, n, B = self.judges["judge"], len(renders), target.shape[0]
+        with torch.no_grad():
+            ref = judge.judge(target, want_p, want_id)
+        rec = judge.judge(torch.cat(renders), want_p, want_id)
+        out: dict[str, list[torch.Tensor]] = {}
+        if want_p:
+            d = judge.perceptual_between(rec, ref)  # [k B]: the target against each render
+            if d.numel() != n * B:
+                raise ValueError(f"InversionLoss: the perceptual judge must return one distance per image "
+                                 f"([{n * B}]), got shape {list(d.shape)}")
+            out["perceptual"] = [_upcast(v).mean() for v in d.reshape(n, B)]
+        if want_id:
+            ref_id = F.normalize(_upcast(ref.identity), dim=-1)  # [B, D]
+            rec_id = F.normalize(_upcast(rec.identity), dim=-1).reshape(n, B, -1)  # [k, B, D]
+            out["identity"] = list((1 - (rec_id * ref_id).sum(-1)).mean(-1))
+        return out
 
     def _check(self, target: torch.Tensor, images: dict[str, torch.Tensor]) -> None:
         if target.dim() != 4 or target.shape[1] != 3:
@@ -249,13 +269,6 @@ class InversionLoss(nn.Module):
             if image.shape != target.shape:
                 raise ValueError(f"InversionLoss: images[{key!r}] has shape {list(image.shape)}, target "
                                  f"{list(target.shape)}: resize the generator's output to the target first")
-
-    def _perceptual(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        d = self.judges["perceptual"](image, target)
-        if d.numel() != len(image):
-            raise ValueError(f"InversionLoss: the perceptual judge must return one distance per image "
-                             f"([{len(image)}]), got shape {list(d.shape)}")
-        return _upcast(d).mean()
 
     def _freg(self, f: torch.Tensor, f_gen: torch.Tensor | None) -> torch.Tensor:
         if f_gen is None:

@@ -27,23 +27,18 @@ DISPLAY = 320   # px the reconstructions are drawn at (nearest-neighbour upscale
 class PreviewGenerator:
     """The generator stopped at side ``size`` (its skip image there): what a slider preview renders.
 
-    Stands in for ``G`` in an :class:`~clcae.editing.Editor`, which only calls ``synthesis`` and
-    reads ``n_latent`` / ``style_dim``; everything else is the wrapped generator's.
-    ``features_only``: a render asked for its layer features without an f to insert stops at the
-    feature layer (an F-only edit uses G_k(w+') and G_k(w+), not their images)."""
+    Stands in for ``G`` in an :class:`~clcae.editing.Editor`, which calls ``synthesis`` and
+    ``layer_features`` and reads ``n_latent`` / ``style_dim``; everything else (``layer_features``
+    included: an F edit's G_k(w+) never renders an image) is the wrapped generator's."""
 
-    def __init__(self, G, size: int, features_only: bool = False):
-        self.G, self.size, self.features_only = G, int(size), features_only
+    def __init__(self, G, size: int):
+        self.G, self.size = G, int(size)
 
     def __getattr__(self, name):
         return getattr(self.G, name)
 
-    def synthesis(self, wplus, feature=None, return_features: bool = False, feature_layer: int = 5, **kwargs):
-        size = self.size
-        if self.features_only and return_features and feature is None:
-            size = self.G.feature_shape(feature_layer)[-1]
-        return self.G.synthesis(wplus, feature=feature, return_features=return_features, feature_layer=feature_layer,
-                                max_size=size, **kwargs)
+    def synthesis(self, wplus, **kwargs):
+        return self.G.synthesis(wplus, max_size=self.size, **kwargs)
 
 
 def shown(image: torch.Tensor, display: int | None = None):
@@ -60,13 +55,12 @@ def shown(image: torch.Tensor, display: int | None = None):
 
 def slider_editors(encoder, G) -> tuple[dict, dict]:
     """Per space, the page's two Editors: the full render (a slider released, the download) and the
-    preview (a slider moving: the generator stopped at the encoder's side). Edits in F skip the
-    images nobody looks at (:class:`PreviewGenerator` ``features_only``); pass the inversion's
-    ``base_features`` as ``g_base`` to render G_k(w+) once per photo."""
+    preview (a slider moving: the generator stopped at the encoder's side). Pass the inversion's
+    ``base_features`` as ``g_base`` to compute G_k(w+) once per photo."""
     from clcae.editing import Editor
 
     def editors(side: int) -> dict:
-        return {s: Editor.for_encoder(encoder, PreviewGenerator(G, side, features_only=s == "f")) for s in SPACES}
+        return {s: Editor.for_encoder(encoder, PreviewGenerator(G, side)) for s in SPACES}
 
     return editors(G.size), editors(min(encoder.cfg.image_size, G.size))
 

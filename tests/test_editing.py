@@ -320,7 +320,8 @@ def test_editing_scores_and_consistency(inverted):
         row = per_set[(per_set.strength == strength) & (per_set.space == "f") & (per_set.direction == "bright")].iloc[0]
         assert row.identity == pytest.approx(one.identity.mean()) and row.right_way == pytest.approx(one.right_way.mean())
         assert row.frechet == pytest.approx(frechet_distance(clamp(edited).mean((2, 3)), real), rel=1e-6)
-    lec = editing_consistency(editor, lambda im: invert(encoder, G, im, batch_size=4, keep_codes=True), inv,
+    lec = editing_consistency(editor, lambda im, spaces: invert(encoder, G, im, batch_size=4, keep_codes=True, spaces=spaces),
+                              inv,
                               {"bright": d["bright"]},
                               1.0, judges)
     assert set(lec.space) == {"w", "wplus", "f"} and lec[lec.space == "f"].latent.isna().all()
@@ -333,6 +334,24 @@ def test_base_features_reuse_gives_the_same_edit(inverted):
     d = Direction("d", torch.randn(G.style_dim))
     assert torch.equal(editor.edit(inv, d, 1.5, g_base=editor.base_features(inv)).images["f"],
                        editor.edit(inv, d, 1.5).images["f"])
+
+
+@pytest.mark.parametrize("mode", ["encoder", "latent"])
+def test_an_f_edit_alone_renders_the_same_image_without_g_wplus(inverted, mode):
+    """An F-only edit reads G_k(w+') and G_k(w+) from the layers up to k (no G(w+') image): the
+    same F image, bit for bit, as the edit of all spaces; an inversion kept without renders
+    (``invert(spaces=())``, the consistency's re-inversion) edits as the rendered one."""
+    G, encoder, x, inv = inverted
+    editor = Editor.for_encoder(encoder, G, batch_size=4, mode=mode)
+    d = Direction("d", torch.randn(G.style_dim, generator=torch.Generator().manual_seed(3)))
+    every = editor.edit(inv, d, 1.5)
+    alone = editor.edit(inv, d, 1.5, spaces=("f",))
+    assert set(alone.images) == {"f"} and torch.equal(alone.images["f"], every.images["f"])
+    bare = invert(encoder, G, x, batch_size=4, keep_codes=True, spaces=())
+    assert bare.images() == {} and bare.size == inv.size == inv.image_f.shape[-1]
+    for space in ("w", "wplus", "f"):
+        assert torch.equal(editor.edit(bare, d, -1.0, spaces=(space,)).images[space],
+                           editor.edit(inv, d, -1.0, spaces=(space,)).images[space])
 
 
 def test_read_directions_index(tmp_path):

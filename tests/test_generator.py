@@ -71,6 +71,22 @@ def test_injecting_own_feature_reproduces_image(layer, insert):
     assert 0 < (half - image).abs().mean() < (changed - image).abs().mean()
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("layer", [1, 2, 5, 9])
+def test_layer_features_stop_at_the_layer(layer):
+    """G_k(w+) alone equals the full pass's capture, and costs only the layers up to k: the
+    layers above it never run (their modules are made to fail)."""
+    G = Generator(64, 32, 2, channels={4: 32, 8: 32, 16: 24, 32: 16, 64: 8}).eval()
+    wplus = G.mapping(torch.randn(3, 32))[:, None].repeat(1, G.n_latent, 1)
+    _, feat = G.synthesis(wplus, feature_layer=layer, return_features=True)
+    above = [c for i, c in enumerate(G.convs, start=2) if i > layer]
+    for conv in above:
+        conv.register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(AssertionError("ran a layer above k")))
+    assert torch.equal(G.layer_features(wplus, layer), feat)
+    with pytest.raises(ValueError, match="features_only"):
+        G.synthesis(wplus, feature=feat, feature_layer=layer, features_only=True)
+
+
 def official_insert(G, wplus, layer, feature):
     """The official CLCAE generator's loop (``models/stylegan2/model.py``: ``insert_feature(x, i)``
     before each conv, toRGB on the conv's own output), written out over G's modules."""

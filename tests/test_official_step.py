@@ -172,8 +172,7 @@ TERM = {"l2": "l2_lambda", "perceptual": "lpips_lambda", "identity": "id_lambda"
 def step_loss(models, x, blend: float, weights: dict):
     """Our step's forward and loss with the official code's choices (freg 0.01, L_align on G(w), stored noise)."""
     encoder, G, world, aligner = models
-    loss_fn = InversionLoss(InversionLossConfig(**weights, align_on="w_image"), world.perceptual, world.identity,
-                            AlignLoss(aligner))
+    loss_fn = InversionLoss(InversionLossConfig(**weights, align_on="w_image"), world, AlignLoss(aligner))
     out = encoder(x)
     outputs = official_outputs(G, out, blend)
     images = {"w": outputs["images_w"], "wplus": outputs["images_ww"], "f": outputs["images"]}

@@ -69,8 +69,7 @@ class Editor:
     def base_features(self, inversion) -> torch.Tensor:
         """G5(w+) of an inversion ``[B, C, H, W]``: pass it to :meth:`edit` as ``g_base`` when
         editing one inversion many times (a strength sweep) to render it once."""
-        return torch.cat([self.G.synthesis(wp, feature_layer=self.feature_layer, return_features=True)[1]
-                          for wp in inversion.wplus.split(self.batch_size)])
+        return torch.cat([self.G.layer_features(wp, self.feature_layer) for wp in inversion.wplus.split(self.batch_size)])
 
     @torch.inference_mode()
     def edit(self, inversion, direction: Direction, strength: float | torch.Tensor,
@@ -97,7 +96,7 @@ class Editor:
               g_base: torch.Tensor | None = None) -> Edited:
         """Add ``delta [B|1, N, D]`` to every image's codes and render the ``spaces``."""
         G = self.G
-        B, size = inversion.wplus.shape[0], inversion.image_wplus.shape[-1]
+        B, size = inversion.wplus.shape[0], inversion.size
         delta = delta.to(inversion.wplus.device)
         if delta.shape[0] not in (1, B):
             raise ValueError(f"edit: {delta.shape[0]} strengths for a batch of {B}")
@@ -121,13 +120,13 @@ class Editor:
             else:
                 wplus_edit, f_moved = chunk.wplus + delta[sl], chunk.f
             wplus_parts.append(wplus_edit)
-            if "wplus" in parts or want_f:
+            if "wplus" in parts:
                 image, g_edit = G.synthesis(wplus_edit, feature_layer=self.feature_layer, return_features=True)
-                if "wplus" in parts:
-                    parts["wplus"].append(resize_square(image, size))
+                parts["wplus"].append(resize_square(image, size))
+            elif want_f:   # G(w+') is not asked for: only its layer output, the layers above it skipped
+                g_edit = G.layer_features(wplus_edit, self.feature_layer)
             if want_f:
-                base = g_base[sl] if g_base is not None else \
-                    G.synthesis(chunk.wplus, feature_layer=self.feature_layer, return_features=True)[1]
+                base = g_base[sl] if g_base is not None else G.layer_features(chunk.wplus, self.feature_layer)
                 f_edit = f_moved + (g_edit - base)   # exactly f when the edit is 0
                 f_parts.append(f_edit)
                 parts["f"].append(resize_square(

@@ -102,7 +102,8 @@ def edit_sweep(editor: Editor, inversion, inputs: torch.Tensor, directions: dict
 def editing_consistency(editor: Editor, invert: Callable, inversion, directions: dict[str, Direction],
                         strength: float, judges: EditJudges, spaces: tuple[str, ...] = SPACES) -> pd.DataFrame:
     """e4e's latent editing consistency, per image: edit by ``+strength``, re-invert the edited
-    image, edit that back by ``-strength``, compare with the unedited inversion.
+    image, edit that back by ``-strength``, compare with the unedited inversion. ``invert(x,
+    spaces)``: the encoder's inversion of ``x`` with the renders of ``spaces`` (here none).
 
     ``latent``: L2 distance of the w+ codes (W, W+; e4e's definition); ``perceptual`` and ``mse``:
     between the round-tripped render and the unedited render of the same space (F too).
@@ -112,7 +113,7 @@ def editing_consistency(editor: Editor, invert: Callable, inversion, directions:
     for name, direction in directions.items():
         forth = editor.edit(inversion, direction, strength, spaces=spaces)
         for space in spaces:
-            again = invert(forth.images[space].clamp(-1, 1))
+            again = invert(forth.images[space].clamp(-1, 1), ())   # the codes: edited back at once, not rendered
             back = editor.edit(again, direction, -strength, spaces=(space,))
             before = inversion.images()[space]
             after = back.images[space]

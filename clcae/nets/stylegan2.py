@@ -344,7 +344,7 @@ class Generator(nn.Module):
 
     def synthesis(self, wplus: torch.Tensor, noise_mode: str = "const", feature: torch.Tensor | None = None,
                   feature_layer: int = 5, return_features: bool = False, feature_blend: float = 1.0,
-                  feature_insert: str = "next_conv", max_size: int | None = None):
+                  feature_insert: str = "next_conv", max_size: int | None = None, features_only: bool = False):
         """W+ codes [B, n_latent, style_dim] -> image [B, 3, size, size] (about [-1, 1]).
 
         ``feature`` [B, C, H, W] enters at conv layer ``feature_layer``, blended as
@@ -357,6 +357,8 @@ class Generator(nn.Module):
         ``return_features`` also returns the layer's own output (before f): ``(image, G_k(w+))``.
         ``max_size``: stop at that resolution and return the skip image there [B, 3, max_size,
         max_size]: a preview that costs only the layers up to it (the web page's slider).
+        ``features_only``: return G_k(w+) alone, computed by the layers up to ``feature_layer`` only
+        (:meth:`layer_features`).
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -364,7 +366,9 @@ class Generator(nn.Module):
             raise ValueError(f"feature_insert must be one of {FEATURE_INSERTS}, got {feature_insert!r}")
         if wplus.ndim != 3 or wplus.shape[1:] != (self.n_latent, self.style_dim):
             raise ValueError(f"wplus must be [B, {self.n_latent}, {self.style_dim}], got {list(wplus.shape)}")
-        if feature is not None or return_features:
+        if features_only and feature is not None:
+            raise ValueError("synthesis: features_only returns G's own layer output; it takes no feature to insert")
+        if feature is not None or return_features or features_only:
             expected = self.feature_shape(feature_layer)
             if feature is not None and tuple(feature.shape[1:]) != expected:
                 raise ValueError(f"feature for layer {feature_layer} must be [B, {', '.join(map(str, expected))}], "
@@ -385,17 +389,29 @@ class Generator(nn.Module):
             return (own, x) if feature_insert == "next_conv" else (x, x)
 
         rgb_in, x = at_layer(1, self.conv1(self.input(wplus.shape[0]), wplus[:, 0], self._noise(0, noise_mode, wplus)))
+        if features_only and captured is not None:
+            return captured
         skip = self.to_rgb1(rgb_in, wplus[:, 1])
         for j, to_rgb in enumerate(self.to_rgbs):
             up, conv = self.convs[2 * j], self.convs[2 * j + 1]
             _, x = at_layer(2 * j + 2, up(x, wplus[:, 2 * j + 1], self._noise(2 * j + 1, noise_mode, wplus)))
+            if features_only and captured is not None:
+                return captured
             rgb_in, x = at_layer(2 * j + 3, conv(x, wplus[:, 2 * j + 2], self._noise(2 * j + 2, noise_mode, wplus)))
+            if features_only and captured is not None:
+                return captured
             skip = to_rgb(rgb_in, wplus[:, 2 * j + 3], skip)
             if max_size is not None and skip.shape[-1] >= max_size:
                 break
         if return_features:
             return skip, captured
         return skip
+
+    def layer_features(self, wplus: torch.Tensor, feature_layer: int = 5, noise_mode: str = "const") -> torch.Tensor:
+        """G_k(w+) ``[B, C, H, W]``, conv layer ``feature_layer``'s output, without rendering the
+        layers above it: what an F edit and the F regularisation read of G(w+) when its image is
+        not needed (the same numbers as ``synthesis(..., return_features=True)[1]``)."""
+        return self.synthesis(wplus, noise_mode=noise_mode, feature_layer=feature_layer, features_only=True)
 
     def mapped(self, z: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
         """z [B, style_dim] -> w [B, style_dim], pulled toward ``latent_avg`` by ``truncation``

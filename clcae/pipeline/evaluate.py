@@ -38,6 +38,7 @@ from clcae.metrics.frechet import FrechetReference
 from clcae.metrics.runtime import seconds_per_image
 from clcae.metrics.verification import same_person_threshold
 from clcae.scoring import score_reconstructions
+from clcae.spaces import LATENT_EDIT, SPACES
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -217,9 +218,6 @@ def edit_grid(editor: Editor, inversion, directions: dict, strengths: list[float
     save_image_grid(to_uint8(torch.cat(rows).clamp(-1, 1)).cpu(), path, nrow=len(strengths))
 
 
-LATENT_EDIT = "_latent"   # space suffix of the second edit setting (w+ + delta, f shifted): "wplus_latent", "f_latent"
-
-
 def evaluate_editing(G, world, variant: str, encoder, inputs: torch.Tensor, spaces: tuple[str, ...],
                      directions: dict, real_features, threshold, cfg) -> tuple:
     """One variant's editing scores -> (per-image frame, per-set frame, consistency frame).
@@ -232,8 +230,8 @@ def evaluate_editing(G, world, variant: str, encoder, inputs: torch.Tensor, spac
     n = min(cfg.edit_images, len(inputs))
     inputs = inputs[:n]
 
-    def invert_codes(x):
-        return invert(encoder, G, x, batch_size=cfg.batch_size, keep_codes=True)
+    def invert_codes(x, spaces=SPACES):
+        return invert(encoder, G, x, batch_size=cfg.batch_size, keep_codes=True, spaces=spaces)
     inversion = invert_codes(inputs)
     judges = EditJudges(world.describe, list(world.attribute_names), world.perceptual, threshold,
                         batch_size=cfg.batch_size)

@@ -45,6 +45,7 @@ from clcae.optim import make_optimizer
 from clcae.schedules import feature_blend
 from clcae.scoring import score_reconstructions
 from clcae.shards import ImageBatches, batch_loader
+from clcae.spaces import SPACES
 from clcae.training import (
     BatchSchedule,
     EpochPlateau,
@@ -126,6 +127,7 @@ class TrainStep:
                  steps_per_epoch: int):
         self.net, self.G, self.loss_fn, self.cfg = net, G, loss_fn, cfg
         self.image_size, self.steps_per_epoch = image_size, steps_per_epoch
+        self.spaces = SPACES if cfg.w_loss else tuple(s for s in SPACES if s != "w")   # w_loss off: no G(w)
 
     def blend(self, step: int) -> float:
         return feature_blend(step, self.cfg.feature_blend, self.steps_per_epoch, self.cfg.steps, self.cfg.blend_rate)
@@ -134,7 +136,7 @@ class TrainStep:
         x = random_hflip(x, self.cfg.hflip)
         out = self.net(x)
         images, f_gen = render(self.G, out, self.image_size, self.cfg.feature_layer, self.blend(step),
-                               return_features=True, with_w=self.cfg.w_loss, feature_insert=self.cfg.feature_insert,
+                               return_features=True, spaces=self.spaces, feature_insert=self.cfg.feature_insert,
                                noise_mode=self.cfg.noise)
         return self.loss_fn(x, images, out.w, out.f, f_gen)
 
@@ -217,7 +219,7 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     encoder.to(memory_format=memory_format)  # NHWC convs on GPUs
     align = AlignLoss(aligner, mode="infonce") if cfg.align > 0 else None
-    loss_fn = InversionLoss(loss_config(cfg), world.perceptual, world.identity, align)
+    loss_fn = InversionLoss(loss_config(cfg), world, align)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     data = {"world": world.fingerprint(), "train_images": len(train_set),

@@ -10,6 +10,9 @@ state dict, DDP wrapper or ``.train()`` calls.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +31,39 @@ def check_images(x: torch.Tensor, who: str) -> torch.Tensor:
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
         raise ValueError(f"{who}: expected square images [B, 3, H, H] in [-1, 1], got {tuple(x.shape)}")
     return to_float(x)
+
+
+@dataclass
+class Judgement:
+    """What the judges see in one image batch, to compare against another: ``perceptual`` is
+    whatever :meth:`World.perceptual_between` compares (the images themselves, or a network's
+    feature maps computed once), ``identity`` the unit embeddings [B, D]; either is None when
+    not asked for."""
+    perceptual: Any
+    identity: torch.Tensor | None
+
+
+class CallableJudge:
+    """The perceptual distance and the identity embedding as two separate functions (LPIPS and
+    ArcFace; a test's stand-ins): nothing is shared between them, the perceptual representation
+    is the image itself. A :class:`World` is a judge of this kind unless its judges share a pass."""
+
+    def __init__(self, perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 identity: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.perceptual, self.identity = perceptual, identity
+
+    def judge(self, x: torch.Tensor, perceptual: bool = True, identity: bool = True) -> Judgement:
+        return Judgement(x if perceptual else None, self.identity(x) if identity else None)
+
+    def perceptual_between(self, a: Judgement, b: Judgement) -> torch.Tensor:
+        return self.perceptual(a.perceptual, _blocks(b.perceptual, a.perceptual.shape[0]))
+
+
+def _blocks(y: torch.Tensor, n: int) -> torch.Tensor:
+    """``y`` [M, ...] repeated to ``n`` rows (``n = k M``): a target against k concatenated batches."""
+    if n % y.shape[0]:
+        raise ValueError(f"perceptual_between: {n} images against {y.shape[0]}: the second batch must divide the first")
+    return y.repeat(n // y.shape[0], *([1] * (y.ndim - 1)))
 
 
 class World(ABC):
@@ -91,6 +127,17 @@ class World(ABC):
         if self.attribute_names:
             out["attributes"] = self.attributes(x)
         return out
+
+    def judge(self, x: torch.Tensor, perceptual: bool = True, identity: bool = True) -> Judgement:
+        """What the loss compares of ``x`` [B, 3, H, H]: judge a target once and compare every
+        reconstruction with it (:meth:`perceptual_between`). A world whose perceptual distance and
+        identity share a network overrides both to run it once."""
+        return CallableJudge(self.perceptual, self.identity).judge(x, perceptual, identity)
+
+    def perceptual_between(self, a: Judgement, b: Judgement) -> torch.Tensor:
+        """:meth:`perceptual` distance ``[len(a)]`` between two :meth:`judge` results; ``b`` may
+        hold fewer images (a target), compared with each consecutive block of ``a`` (k renders)."""
+        return CallableJudge(self.perceptual).perceptual_between(a, b)
 
     def to(self, device: str | torch.device) -> World:
         self.device = torch.device(device)

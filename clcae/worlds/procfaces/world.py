@@ -16,9 +16,10 @@ from clcae.data import FolderImages, ImageSet
 from clcae.errors import InputError
 from clcae.io import file_sha256
 from clcae.shards import ShardImages
-from clcae.worlds.base import World, check_images, freeze
+from clcae.worlds.base import Judgement, World, check_images, freeze
 from clcae.worlds.procfaces import procfaces as pf
-from clcae.worlds.procfaces.world_cnn import INPUT_SIZE, WorldCNN, load_world_cnn, perceptual_distance
+from clcae.worlds.procfaces.world_cnn import (INPUT_SIZE, WorldCNN, load_world_cnn, perceptual_distance,
+                                              unit_feature_distance, unit_features)
 
 MAKE = "`dvc repro world` makes it"
 
@@ -83,6 +84,17 @@ class ProcFacesWorld(World):
 
     def perceptual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return perceptual_distance(self.cnn, check_images(x, "perceptual"), check_images(y, "perceptual"))  # [B]
+
+    def judge(self, x: torch.Tensor, perceptual: bool = True, identity: bool = True) -> Judgement:
+        """One world-CNN pass: its feature maps, unit-normalised per pixel (what the perceptual
+        distance compares), and from the last of them the identity embedding (what
+        :meth:`identity` computes, without a second pass)."""
+        feats = self.cnn.features(check_images(x, "judge"))  # 5 maps, 64 px down to 4 px
+        return Judgement(unit_features(feats) if perceptual else None,
+                         self.cnn.identity_from_trunk(feats[-1]) if identity else None)
+
+    def perceptual_between(self, a: Judgement, b: Judgement) -> torch.Tensor:
+        return unit_feature_distance(a.perceptual, b.perceptual)  # [len(a)]: b broadcast over a's blocks
 
     def _attributes(self, x: torch.Tensor) -> torch.Tensor:
         return self.cnn.attributes(check_images(x, "attributes"))  # [B, 7]

@@ -129,7 +129,11 @@ class WorldCNN(nn.Module):
 
     def identity(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised identity embedding ``[N, emb_dim]``."""
-        return F.normalize(self.id_head(self.neck(self._trunk(x))), dim=1)
+        return self.identity_from_trunk(self._trunk(x))
+
+    def identity_from_trunk(self, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`identity` from the last feature map ``[N, w4, 4, 4]`` (reuses a :meth:`features` pass)."""
+        return F.normalize(self.id_head(self.neck(h)), dim=1)
 
     def attributes(self, x: torch.Tensor) -> torch.Tensor:
         """Attribute predictions ``[N, 7]`` in :data:`procfaces.ATTRIBUTES` order and units."""
@@ -166,12 +170,27 @@ def perceptual_distance(model: WorldCNN, x: torch.Tensor, y: torch.Tensor) -> to
 
 def feature_distance(fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
     """:func:`perceptual_distance` from two :meth:`WorldCNN.features` lists ``[N]``."""
-    total = fx[0].new_zeros(fx[0].shape[0])
-    for a, b in zip(fx, fy):
-        a = a / (a.norm(dim=1, keepdim=True) + 1e-8)
-        b = b / (b.norm(dim=1, keepdim=True) + 1e-8)
-        total = total + (a - b).square().sum(dim=1).mean(dim=(1, 2))
-    return total
+    return unit_feature_distance(unit_features(fx), unit_features(fy))
+
+
+def unit_features(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each pixel's channel vector unit-normalised (what the distance compares): normalise a
+    target's maps once and compare them with many reconstructions."""
+    return [f / (f.norm(dim=1, keepdim=True) + 1e-8) for f in feats]
+
+
+def unit_feature_distance(ux: list[torch.Tensor], uy: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`feature_distance` of :func:`unit_features` ``[N]``. ``uy`` may hold fewer images
+    than ``ux`` (``N = k M``): then it is compared with each consecutive block of M in ``ux``
+    (the target against k concatenated renders), broadcast, not copied."""
+    n, m = ux[0].shape[0], uy[0].shape[0]
+    if n % m:
+        raise ValueError(f"unit_feature_distance: {n} images against {m}: the second batch must divide the first")
+    total = ux[0].new_zeros(n // m, m)
+    for a, b in zip(ux, uy):
+        a = a.reshape(n // m, m, *a.shape[1:])  # [k, M, C, H, W]
+        total = total + (a - b).square().sum(dim=2).mean(dim=(2, 3))
+    return total.reshape(n)
 
 
 class CosFaceHead(nn.Module):

@@ -4,7 +4,8 @@ Three parts (``--only`` runs one):
 
 * ``train``: the default world's training step at its size (64 px), both variants (``clcae``,
   ``psp``), through the trainer's own pieces (``build_encoder``, ``TrainStep``, the world's
-  judges, the aligner's ``AlignLoss``, ``make_optimizer``), bf16 autocast on CUDA as the trainer.
+  judges, the aligner's ``AlignLoss``, ``make_optimizer``), bf16 autocast on CUDA as the trainer
+  (and on the CPU with ``--cpu-amp`` or ``shared.cpu_amp``).
   Judges: the world stage's world CNN (``data/world/``) and aligner (``data/aligner/aligner.pt``)
   when present, else randomly initialised nets of the params' sizes (said in the output):
   speed does not depend on the weights.
@@ -192,7 +193,7 @@ def paper_judges(cfg, G, device: torch.device, notes: list[str]):
 
 
 def train_case(cfg, G, image_size: int, judge, aligner, batch: int, steps_per_epoch: int,
-               device: torch.device, warmup: int, steps: int, notes: list[str]) -> dict:
+               device: torch.device, warmup: int, steps: int, notes: list[str], cpu_amp: bool = False) -> dict:
     """The trainer's step (clcae/pipeline/train_encoder.py): autocast forward, backward, optimizer step."""
     from clcae.losses import AlignLoss, InversionLoss
     from clcae.optim import make_optimizer
@@ -206,7 +207,9 @@ def train_case(cfg, G, image_size: int, judge, aligner, batch: int, steps_per_ep
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_fn = TrainStep(encoder, G, loss_fn, cfg, image_size, steps_per_epoch)
     x = samples(G, batch, image_size, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cpu_amp)
+    if cpu_amp and device.type == "cpu":
+        notes.append("forward in bf16 autocast on the CPU (shared.cpu_amp)")
     state: dict = {}
     rss_setup = rss_mib()
     if device.type == "cuda":
@@ -286,7 +289,7 @@ def run_case(name: str, args) -> dict:
             aligner = default_aligner(params, G, device, notes) if cfg.align > 0 else None
             per_epoch = max(1, params.world.train_people * params.world.train_per_person // batch)
             result = train_case(cfg, G, image_size, world, aligner, batch, per_epoch,
-                                device, warmup, steps, notes)
+                                device, warmup, steps, notes, cpu_amp=args.cpu_amp or params.shared.cpu_amp)
         else:
             from clcae.nets.encoder import load_encoder
             from clcae.pipeline.train_encoder import build_encoder
@@ -374,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--batch", type=int, default=0, help="training batch (0: the params' batch_size)")
+    ap.add_argument("--cpu-amp", action="store_true", help="train cases: bf16 autocast on the CPU (shared.cpu_amp)")
     ap.add_argument("--infer-batch", type=int, default=32)
     ap.add_argument("--paper-batch", type=int, default=1)
     ap.add_argument("--paper-batch-cuda", type=int, default=4)

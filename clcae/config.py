@@ -29,6 +29,9 @@ class SharedConfig:
     # true: checkpoints that need more than weights-only loading are unpickled fully (can run code
     # from the file); stage_main exports it as CLCAE_TRUST_CHECKPOINTS=1 (see clcae.io.read_checkpoint)
     trust_checkpoints: bool = False
+    # true: the trainers' forward (train_aligner, train_encoder) runs under bfloat16 autocast on the
+    # CPU too (it always does on CUDA); faster where the CPU has bf16 units, and it changes the numbers
+    cpu_amp: bool = False
 
 
 @dataclass

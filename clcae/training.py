@@ -483,13 +483,15 @@ class Loop:
     log_extra: Callable[[int], dict] | None = None   # more figures at each logged step (main process)
     after_step: Callable[[int], None] | None = None  # e.g. a sample grid (main process, before the last step)
     headline: str = "loss"                        # the term the progress bar shows
+    cpu_amp: bool = False                         # bf16 autocast on the CPU too (shared.cpu_amp)
 
 
 def fit(loop: Loop, resumed: Resumed) -> tuple[int, float, LiveLog]:
     """Run ``loop`` from ``resumed`` to ``loop.steps`` -> (step, training seconds, the curves' log).
 
     At every ``checkpoint_every`` step and the last, and before a stop signal ends the run, every rank
-    saves (the RNG states are gathered; rank 0 writes). On CUDA the forward runs under bf16 autocast."""
+    saves (the RNG states are gathered; rank 0 writes). On CUDA the forward runs under bf16 autocast,
+    on the CPU when ``loop.cpu_amp``."""
     step, model, opt, device = resumed.step, loop.model, loop.opt, loop.device
     log = LiveLog(loop.live_dir, rows=resumed.history, enabled=is_main_process())
     start = time.perf_counter() - resumed.seconds
@@ -501,7 +503,8 @@ def fit(loop: Loop, resumed: Resumed) -> tuple[int, float, LiveLog]:
                              "opt": opt.state_dict(), "rng": rngs, "history": log.rows,
                              "plateau": loop.plateau.state_dict() if loop.plateau is not None else None})
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=device.type == "cuda" or (device.type == "cpu" and loop.cpu_amp))
     batches = iter(loop.batches(step))  # loader workers start here, before the stop-signal handlers
     bar = tqdm(total=loop.steps, initial=step, disable=not is_main_process(), desc=loop.name)
     with StopOnSignal(device) as stop, bar:  # the bar closes before an interruption's message

@@ -45,7 +45,8 @@ def run_signature(params, world_size: int) -> dict:
     """What a resume point must share with this run: params (less paths), pairs, world size, code."""
     cfg = {k: v for k, v in dataclasses.asdict(params.train_aligner).items()
            if k not in ("out_dir", "report_dir", "launcher", "loader_workers")}
-    return {"params": {**cfg, "seed": params.shared.seed, "world_size": world_size},
+    return {"params": {**cfg, "seed": params.shared.seed, "world_size": world_size,
+                       "cpu_amp": params.shared.cpu_amp},
             "data": pairs_manifest(params.synthesize.out_dir), "code": stage_code_signature("train_aligner")}
 
 
@@ -114,7 +115,8 @@ def _train(params, cfg, seed, rank, world_size, device) -> dict:
                 batches=lambda start: batch_loader(pairs, schedule, start, cfg.steps, rank, world_size,
                                                    workers=cfg.loader_workers, pin_memory=device.type == "cuda"),
                 lr=lambda step: lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, FINAL_LR_FRAC),
-                log_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, log_extra=log_extra)
+                log_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, log_extra=log_extra,
+                cpu_amp=params.shared.cpu_amp)
     step, seconds, log = fit(loop, resumed)
     barrier()
     if not is_main_process():

@@ -173,7 +173,8 @@ def sample_grid(encoder, G, images: torch.Tensor, path: Path) -> None:
 def run_signature(params, cfg: EncoderTrainConfig, world_size: int, data: dict) -> dict:
     """What a resume point must share with this run (the worker count changes no result)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_ONLY}
-    return {"params": {**settings, "seed": params.shared.seed, "world_size": world_size},
+    return {"params": {**settings, "seed": params.shared.seed, "world_size": world_size,
+                       "cpu_amp": params.shared.cpu_amp},
             "data": data, "code": stage_code_signature("train_encoder")}
 
 
@@ -257,7 +258,7 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
                 lambda step: lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr_frac),
                 plateau=plateau, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                 log_extra=lambda step: {"train/blend": step_fn.blend(step - 1)}, after_step=after_step,
-                headline="total")
+                headline="total", cpu_amp=params.shared.cpu_amp)
     step, seconds, log = fit(loop, resumed)
     identical = replicas_identical(encoder)
     barrier()

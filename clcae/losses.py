@@ -16,7 +16,6 @@ uses only its local batch as negatives.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch

@@ -18,8 +18,14 @@ from clcae.io import file_sha256
 from clcae.shards import ShardImages
 from clcae.worlds.base import Judgement, World, check_images, freeze
 from clcae.worlds.procfaces import procfaces as pf
-from clcae.worlds.procfaces.world_cnn import (INPUT_SIZE, WorldCNN, load_world_cnn, perceptual_distance,
-                                              unit_feature_distance, unit_features)
+from clcae.worlds.procfaces.world_cnn import (
+    INPUT_SIZE,
+    WorldCNN,
+    load_world_cnn,
+    perceptual_distance,
+    unit_feature_distance,
+    unit_features,
+)
 
 MAKE = "`dvc repro world` makes it"
 

@@ -246,6 +246,7 @@ def cmd_align(args) -> int:
             geo, found = item.alignment, item.detection
             records.append({"face": item.face, "file": f"{item.name}.png", "prob": found.prob,
                             "box": found.box.tolist(), "landmarks": found.landmarks.tolist(),
+                            "mtcnn_landmarks": found.mtcnn_landmarks.tolist(),
                             "quad": geo.quad.tolist(), "size": args.size, "crop_to_photo": geo.crop_to_photo.tolist()})
         stem, notes = items[0].stem, items[0].notes[:-1]   # the photo's notes, not the face's
         save_text(json.dumps({"photo": str(path), "photo_size": list(items[0].photo.shape[-2:]), "notes": notes,

@@ -20,6 +20,7 @@ convention: ``PIL.Image.transform(QUAD)`` maps the quad's corners to the output'
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,13 @@ def ffhq_quad(landmarks: torch.Tensor) -> torch.Tensor:
     y = _rot90(x)
     c = eye_avg + eye_to_mouth * 0.1
     return torch.stack([c - x - y, c - x + y, c + x + y, c + x - y], -2)
+
+
+def rotate(points: torch.Tensor, degrees: float) -> torch.Tensor:
+    """points [..., 2] turned about the origin by ``degrees`` (x right, y down: clockwise on screen)."""
+    a = math.radians(degrees)
+    rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=points.dtype)
+    return points @ rot.T
 
 
 def invert_affine(m: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,10 @@ downloaded: the three networks' files come with the package.
 MTCNN reads landmarks from a 48 px view of the face and was trained on upright faces: its points
 move by 2-4 px of a 256 px crop when the same face is turned by 15 degrees, and the FFHQ quad
 amplifies that (its corners moved 7.7 px). So each face's landmarks are refined: MTCNN runs again
-on the face's upright FFHQ crop at five zooms and on their mirror images (ten views, one batch),
-and the points found there, mapped back into the photo, are averaged. Measured on two real photos
-turned by 15, -15 and 10 degrees (``tests/test_faces.py``): the landmarks land within 1.1 px of
-the unturned photo's in the crop (3.6 px unrefined).
+on views of the face's FFHQ crop, five zooms times three turns (-6, 0, 6 degrees) and the mirror
+of each (30 views, one batch), and the points found there, mapped back into the photo, are
+averaged: the errors that depend on the face's angle and scale average out. Measured on two real
+photos turned by 15, -15 and 10 degrees: ``docs/face_detector_choice.md``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from clcae.errors import InputError
-from clcae.faces.align import Alignment, apply_affine, ffhq_quad, pixel_centres, sample_at
+from clcae.faces.align import Alignment, apply_affine, ffhq_quad, pixel_centres, rotate, sample_at
 
 MIRROR = [1, 0, 2, 4, 3]   # the landmarks' order in a mirrored image: the eyes and the mouth corners swap
 
@@ -41,14 +41,16 @@ class FaceDetector:
     ``min_prob`` are dropped (MTCNN's last stage already keeps only those above 0.7)."""
 
     def __init__(self, min_prob: float = 0.9, device: str | torch.device = "cpu",
-                 zooms: tuple[float, ...] = (0.85, 0.925, 1.0, 1.075, 1.15), view_size: int = 256):
+                 zooms: tuple[float, ...] = (0.85, 0.925, 1.0, 1.075, 1.15), turns: tuple[float, ...] = (-6.0, 0.0, 6.0),
+                 view_size: int = 256):
         try:
             from facenet_pytorch import MTCNN
         except ImportError:
             raise InputError("face detection needs facenet-pytorch (pip install 'facenet-pytorch==2.5.3'; "
                              "its wheel carries the MTCNN weights)") from None
         self.mtcnn = MTCNN(keep_all=True, device=torch.device(device))
-        self.min_prob, self.zooms, self.view_size = min_prob, tuple(zooms), view_size   # zooms (): no refinement
+        self.min_prob, self.view_size = min_prob, view_size
+        self.views = [(z, t) for z in zooms for t in turns]   # (zoom, degrees); none: no refinement
 
     def __call__(self, photo: torch.Tensor) -> list[Face]:
         from PIL import Image
@@ -69,17 +71,17 @@ class FaceDetector:
         return sorted(faces, key=lambda f: float(f.box[0]))
 
     def refine(self, photo: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """``landmarks`` [5, 2] of one face averaged with MTCNN's points on its upright views: the
-        FFHQ quad zoomed by each of ``zooms`` (the face that much larger) at ``view_size`` px, and
-        the mirror of each; in every view the face nearest the centre counts. The landmarks as
-        they were when no view finds the face."""
+        """``landmarks`` [5, 2] of one face averaged over MTCNN's points in views of it: the FFHQ
+        quad zoomed by each of ``zooms`` (the face that much larger) and turned by each of
+        ``turns`` at ``view_size`` px, and the mirror of each; in every view the face nearest the
+        centre counts. The landmarks as they were when no view finds the face."""
         from PIL import Image
 
-        if not self.zooms:
+        if not self.views:
             return landmarks
         quad = ffhq_quad(landmarks)                       # [4, 2]
         centre, n = quad.mean(0), self.view_size
-        geos = [Alignment(centre + (quad - centre) / z, n) for z in self.zooms]
+        geos = [Alignment(centre + rotate(quad - centre, degrees) / zoom, n) for zoom, degrees in self.views]
         image = photo[None].double()
         views = torch.cat([sample_at(image, apply_affine(g.crop_to_photo, pixel_centres(n, n)), "reflection")
                            for g in geos]).round().clamp(0, 255).to(torch.uint8)   # [Z, 3, n, n]

@@ -33,7 +33,7 @@ class Face:
     box: torch.Tensor
     prob: float
     landmarks: torch.Tensor
-    mtcnn_landmarks: torch.Tensor | None = None
+    mtcnn_landmarks: torch.Tensor
 
 
 class FaceDetector:
@@ -82,8 +82,8 @@ class FaceDetector:
         quad = ffhq_quad(landmarks)                       # [4, 2]
         centre, n = quad.mean(0), self.view_size
         geos = [Alignment(centre + rotate(quad - centre, degrees) / zoom, n) for zoom, degrees in self.views]
-        image = photo[None].double()
-        views = torch.cat([sample_at(image, apply_affine(g.crop_to_photo, pixel_centres(n, n)), "reflection")
+        image, grid = photo[None].double(), pixel_centres(n, n)   # grid: the view's pixel centres [n, n, 2]
+        views = torch.cat([sample_at(image, apply_affine(g.crop_to_photo, grid), "reflection")
                            for g in geos]).round().clamp(0, 255).to(torch.uint8)   # [Z, 3, n, n]
         views = torch.cat([views, views.flip(-1)])        # [2Z, 3, n, n]: the mirrors after
         with torch.inference_mode():

@@ -14,6 +14,7 @@ from clcae.data import FolderImages, TensorImages, resize, resize_u8
 from clcae.images import to_float
 from clcae.nets.irse import Backbone
 from clcae.pipeline.world import write_train_shards
+from clcae.scoring import identity_column, score_reconstructions
 from clcae.shards import ShardImages
 from clcae.worlds import World, load_world
 from clcae.worlds.ffhq import judges
@@ -399,3 +400,58 @@ def test_metrics_and_editing_never_import_worlds():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 assert not any(n.startswith("clcae.worlds") for n in names), f"{path} imports {names}"
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def naive_scores(world, rec, target):
+    """What one space's scores are, each judge called on its own (the reference for the shared passes)."""
+    rec = rec.clamp(-1, 1)
+    return ({"mse": ((rec - target) ** 2).mean((1, 2, 3)) / 4, world.perceptual_name: world.perceptual(rec, target),
+             identity_column(world): (world.identity(rec) * world.identity(target)).sum(1)}, world.features(rec))
+
+
+def count_calls(module: torch.nn.Module) -> list:
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_scores_judge_the_target_once_and_every_space_in_one_pass(procfaces_world, procfaces_dir):
+    world, test = procfaces_world, procfaces_dir[4]
+    target = to_float(test[:3])
+    g = torch.Generator().manual_seed(1)
+    recs = {s: (target + 0.4 * torch.randn(target.shape, generator=g)) for s in ("w", "wplus", "f")}  # some beyond [-1, 1]
+    passes = count_calls(world.cnn.stem)
+    scored = score_reconstructions(world, recs, target, ["mse"])
+    assert len(passes) == 2   # the target, then the three spaces' 9 renders together (was 3 per space)
+    assert list(scored) == ["w", "wplus", "f"]
+    for space, rec in recs.items():
+        cols, feats = scored[space]
+        want_cols, want_feats = naive_scores(world, rec, target)
+        assert list(cols) == ["mse", "world_perceptual", "world_id_similarity"]
+        for name, want in want_cols.items():
+            torch.testing.assert_close(cols[name], want, atol=1e-5, rtol=1e-5, msg=f"{space} {name}")
+        torch.testing.assert_close(feats, want_feats, atol=1e-5, rtol=1e-5)
+    assert scored["w"][0]["mse"].min() > 0 and scored["w"][0]["world_perceptual"].min() > 0
+    same = score_reconstructions(world, {"w": target}, target, ["mse"], target_id=world.identity(target))["w"][0]
+    torch.testing.assert_close(same["world_perceptual"], torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(same["world_id_similarity"], torch.ones(3))
+
+
+def test_ffhq_judge_runs_arcface_once_for_identity_and_features(lpips_net):
+    world = tiny_ffhq_world(lpips_net)
+    x = torch.rand(2, 3, 256, 256) * 2 - 1
+    y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    arcface = count_calls(world.id_encoder)
+    with torch.no_grad():
+        judged = world.judge(x, perceptual=False, features=True)
+        assert len(arcface) == 1 and judged.perceptual is None
+        torch.testing.assert_close(judged.features, world.identity(x))   # no Inception: ArcFace gives the features
+        scored = score_reconstructions(world, {"wplus": y, "f": x}, x, ["mse"])
+    cols, feats = scored["wplus"]
+    torch.testing.assert_close(cols["lpips"], world.perceptual(y, x))   # the world's perceptual distance is LPIPS
+    torch.testing.assert_close(cols[identity_column(world)], (world.identity(y) * world.identity(x)).sum(1))
+    torch.testing.assert_close(scored["f"][0]["lpips"], torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(feats, world.identity(y))

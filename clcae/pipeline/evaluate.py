@@ -137,19 +137,20 @@ def reconstruction_scores(world, images_by_space: dict, inputs: torch.Tensor, ta
                           batch_size: int) -> tuple[pd.DataFrame, dict]:
     """Per-image figures of every space (``target_id`` [N, D]: the inputs' identity embeddings) ->
     (frame: space, image, one column per metric; {space: Frechet distance to the real test images})."""
-    frames, fd = [], {}
+    cols: dict[str, dict[str, list]] = {space: {} for space in images_by_space}
+    feats: dict[str, list] = {space: [] for space in images_by_space}
     target_id = target_id.to(inputs.device)
-    for space, images in images_by_space.items():
-        cols: dict[str, list] = {}
-        feats = []
-        for x, y, tid in zip(images.split(batch_size), inputs.split(batch_size), target_id.split(batch_size)):
-            figures, features = score_reconstructions(world, x, y, tid, names, ctx)
+    for idx in torch.arange(len(inputs)).split(batch_size):   # each target judged once, its spaces together
+        scored = score_reconstructions(world, {s: images[idx] for s, images in images_by_space.items()},
+                                       inputs[idx], names, ctx, target_id[idx])
+        for space, (figures, features) in scored.items():
             for name, values in figures.items():
-                cols.setdefault(name, []).append(values)
-            feats.append(features.float().cpu())
-        fd[space] = real.distance(torch.cat(feats))
-        frames.append(pd.DataFrame({"space": space, "image": range(len(images)),
-                                    **{k: torch.cat(v).float().cpu().numpy() for k, v in cols.items()}}))
+                cols[space].setdefault(name, []).append(values)
+            feats[space].append(features.float().cpu())
+    fd = {space: real.distance(torch.cat(f)) for space, f in feats.items()}
+    frames = [pd.DataFrame({"space": space, "image": range(len(inputs)),
+                            **{k: torch.cat(v).float().cpu().numpy() for k, v in c.items()}})
+              for space, c in cols.items()]
     return pd.concat(frames, ignore_index=True), fd
 
 

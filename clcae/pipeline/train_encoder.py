@@ -152,9 +152,7 @@ def score_split(encoder, G, world: World, images: ImageSet, n: int, batch_size: 
         idx = torch.arange(start, min(start + batch_size, n))
         x = to_float(images.batch(idx)).to(encoder.w_avg.device)
         inv = invert(encoder, G, x, batch_size=batch_size)
-        target_id = world.identity(x)
-        for space, rec in inv.images().items():
-            figures, _ = score_reconstructions(world, rec, x, target_id, ["mse", "l2_psp"])
+        for space, (figures, _) in score_reconstructions(world, inv.images(), x, ["mse", "l2_psp"]).items():
             acc = sums.setdefault(space, {})
             for name, values in figures.items():
                 acc[name] = acc.get(name, 0.0) + values.float().sum().item()

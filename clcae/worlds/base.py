@@ -37,10 +37,11 @@ def check_images(x: torch.Tensor, who: str) -> torch.Tensor:
 class Judgement:
     """What the judges see in one image batch, to compare against another: ``perceptual`` is
     whatever :meth:`World.perceptual_between` compares (the images themselves, or a network's
-    feature maps computed once), ``identity`` the unit embeddings [B, D]; either is None when
-    not asked for."""
+    feature maps computed once), ``identity`` the unit embeddings [B, D], ``features`` the
+    Frechet-statistics features [B, D'] (:meth:`World.features`); each is None when not asked for."""
     perceptual: Any
     identity: torch.Tensor | None
+    features: torch.Tensor | None = None
 
 
 class CallableJudge:
@@ -128,11 +129,14 @@ class World(ABC):
             out["attributes"] = self.attributes(x)
         return out
 
-    def judge(self, x: torch.Tensor, perceptual: bool = True, identity: bool = True) -> Judgement:
-        """What the loss compares of ``x`` [B, 3, H, H]: judge a target once and compare every
-        reconstruction with it (:meth:`perceptual_between`). A world whose perceptual distance and
-        identity share a network overrides both to run it once."""
-        return CallableJudge(self.perceptual, self.identity).judge(x, perceptual, identity)
+    def judge(self, x: torch.Tensor, perceptual: bool = True, identity: bool = True,
+              features: bool = False) -> Judgement:
+        """What the loss and the scores compare of ``x`` [B, 3, H, H]: judge a target once and
+        compare every reconstruction with it (:meth:`perceptual_between`). A world whose judges
+        share a network overrides this to run it once."""
+        judged = CallableJudge(self.perceptual, self.identity).judge(x, perceptual, identity)
+        judged.features = self.features(x) if features else None
+        return judged
 
     def perceptual_between(self, a: Judgement, b: Judgement) -> torch.Tensor:
         """:meth:`perceptual` distance ``[len(a)]`` between two :meth:`judge` results; ``b`` may

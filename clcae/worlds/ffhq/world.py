@@ -19,7 +19,7 @@ from torch import nn
 from clcae.data import FolderImages, ImageSet, resize
 from clcae.errors import InputError
 from clcae.nets.irse import IDEncoder, load_arcface
-from clcae.worlds.base import World, check_images, freeze
+from clcae.worlds.base import Judgement, World, check_images, freeze
 from clcae.worlds.ffhq.assets import require
 from clcae.worlds.ffhq.folders import drop_undecodable, skip_files
 from clcae.worlds.ffhq.judges import (
@@ -81,6 +81,14 @@ class FFHQWorld(World):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = check_images(x, "features")
         return self.identity(x) if self.inception is None else self.inception(x)  # [B, 512 | 2048]
+
+    def judge(self, x: torch.Tensor, perceptual: bool = True, identity: bool = True,
+              features: bool = False) -> Judgement:
+        """The base judgement, with ArcFace run once when it gives the features too (no Inception)."""
+        judged = super().judge(x, perceptual, identity, features=features and self.inception is not None)
+        if features and self.inception is None:
+            judged.features = judged.identity if identity else self.identity(x)
+        return judged
 
     def describe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The base readout, with ArcFace run once when it gives the features too (no Inception)."""

@@ -91,13 +91,15 @@ class ProcFacesWorld(World):
     def perceptual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return perceptual_distance(self.cnn, check_images(x, "perceptual"), check_images(y, "perceptual"))  # [B]
 
-    def judge(self, x: torch.Tensor, perceptual: bool = True, identity: bool = True) -> Judgement:
+    def judge(self, x: torch.Tensor, perceptual: bool = True, identity: bool = True,
+              features: bool = False) -> Judgement:
         """One world-CNN pass: its feature maps, unit-normalised per pixel (what the perceptual
-        distance compares), and from the last of them the identity embedding (what
-        :meth:`identity` computes, without a second pass)."""
+        distance compares), and from the last of them the identity embedding and the pooled
+        features (what :meth:`identity` and :meth:`features` compute, without more passes)."""
         feats = self.cnn.features(check_images(x, "judge"))  # 5 maps, 64 px down to 4 px
         return Judgement(unit_features(feats) if perceptual else None,
-                         self.cnn.identity_from_trunk(feats[-1]) if identity else None)
+                         self.cnn.identity_from_trunk(feats[-1]) if identity else None,
+                         self.cnn.pooled_from_trunk(feats[-1]) if features else None)
 
     def perceptual_between(self, a: Judgement, b: Judgement) -> torch.Tensor:
         return unit_feature_distance(a.perceptual, b.perceptual)  # [len(a)]: b broadcast over a's blocks

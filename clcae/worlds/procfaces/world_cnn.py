@@ -125,7 +125,12 @@ class WorldCNN(nn.Module):
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Global-average-pooled last stage ``[N, w4]`` (FID-style statistics)."""
-        return self._trunk(x).mean(dim=(2, 3))
+        return self.pooled_from_trunk(self._trunk(x))
+
+    @staticmethod
+    def pooled_from_trunk(h: torch.Tensor) -> torch.Tensor:
+        """:meth:`pooled` from the last feature map ``[N, w4, 4, 4]`` (reuses a :meth:`features` pass)."""
+        return h.mean(dim=(2, 3))
 
     def identity(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised identity embedding ``[N, emb_dim]``."""
@@ -143,7 +148,7 @@ class WorldCNN(nn.Module):
         """:meth:`identity`, :meth:`attributes` and :meth:`pooled` from one trunk pass."""
         h = self._trunk(x)
         z = self.neck(h)
-        return F.normalize(self.id_head(z), dim=1), self.attr_head(z) * self.attr_std + self.attr_mean, h.mean(dim=(2, 3))
+        return F.normalize(self.id_head(z), dim=1), self.attr_head(z) * self.attr_std + self.attr_mean, self.pooled_from_trunk(h)
 
     def attributes_from_trunk(self, h: torch.Tensor) -> torch.Tensor:
         """:meth:`attributes` from the last feature map ``[N, w4, 4, 4]`` (reuses a

@@ -30,7 +30,8 @@ class SharedConfig:
     # from the file); stage_main exports it as CLCAE_TRUST_CHECKPOINTS=1 (see clcae.io.read_checkpoint)
     trust_checkpoints: bool = False
     # true: the trainers' forward (train_aligner, train_encoder) runs under bfloat16 autocast on the
-    # CPU too (it always does on CUDA); faster where the CPU has bf16 units, and it changes the numbers
+    # CPU too (it always does on CUDA); faster where the CPU has bf16 units, and it changes the numbers.
+    # params.yaml turns it on (the default pipeline's runs); absent from a params file it stays off
     cpu_amp: bool = False
 
 

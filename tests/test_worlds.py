@@ -449,6 +449,11 @@ def test_ffhq_judge_runs_arcface_once_for_identity_and_features(lpips_net):
         judged = world.judge(x, perceptual=False, features=True)
         assert len(arcface) == 1 and judged.perceptual is None
         torch.testing.assert_close(judged.features, world.identity(x))   # no Inception: ArcFace gives the features
+        arcface.clear()
+        described = world.describe(x)
+        assert len(arcface) == 1 and set(described) == {"identity", "features"}
+        torch.testing.assert_close(described["features"], described["identity"])
+        torch.testing.assert_close(described["identity"], judged.identity)
         scored = score_reconstructions(world, {"wplus": y, "f": x}, x, ["mse"])
     cols, feats = scored["wplus"]
     torch.testing.assert_close(cols["lpips"], world.perceptual(y, x))   # the world's perceptual distance is LPIPS

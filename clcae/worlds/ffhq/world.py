@@ -91,9 +91,9 @@ class FFHQWorld(World):
         return judged
 
     def describe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The base readout, with ArcFace run once when it gives the features too (no Inception)."""
-        identity = self.identity(x)
-        out = {"identity": identity, "features": identity if self.inception is None else self.features(x)}
+        """The base readout through :meth:`judge` (ArcFace once when it gives the features too)."""
+        judged = self.judge(x, perceptual=False, features=True)
+        out = {"identity": judged.identity, "features": judged.features}
         if self.attribute_names:
             out["attributes"] = self.attributes(x)
         return out

@@ -142,7 +142,7 @@ class TrainStep:
 
 
 @torch.inference_mode()
-def score_split(encoder, G, world: World, images: ImageSet, n: int, batch_size: int = 64) -> dict[str, dict[str, float]]:
+def score_split(encoder, G, world: World, images: ImageSet, n: int, batch_size: int = 32) -> dict[str, dict[str, float]]:
     """Mean reconstruction figures per space on the first ``n`` of ``images``, named as in
     evaluate's files (:func:`clcae.scoring.score_reconstructions`): ``mse`` on [0, 1], pSp's
     ``l2_psp`` on [-1, 1], the world's perceptual distance and identity similarity."""

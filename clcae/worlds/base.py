@@ -123,8 +123,10 @@ class World(ABC):
 
     def describe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{'identity', 'features'[, 'attributes']}`` of one batch: what scoring an edited image
-        needs. A world whose judges share a trunk overrides this to run it once."""
-        out = {"identity": self.identity(x), "features": self.features(x)}
+        needs, read through :meth:`judge` (so a world that gives identity and features from one
+        network runs it once). A world whose judges share a trunk with the attributes overrides this."""
+        judged = self.judge(x, perceptual=False, features=True)
+        out = {"identity": judged.identity, "features": judged.features}
         if self.attribute_names:
             out["attributes"] = self.attributes(x)
         return out

@@ -90,14 +90,6 @@ class FFHQWorld(World):
             judged.features = judged.identity if identity else self.identity(x)
         return judged
 
-    def describe(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The base readout through :meth:`judge` (ArcFace once when it gives the features too)."""
-        judged = self.judge(x, perceptual=False, features=True)
-        out = {"identity": judged.identity, "features": judged.features}
-        if self.attribute_names:
-            out["attributes"] = self.attributes(x)
-        return out
-
     def _folder(self, folder: Path, key: str, size: int) -> FolderImages:
         if not folder.is_dir():
             raise InputError(f"{folder}: image folder not found (ffhq.{key})")

@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/generator_training.py
 	$(PY) benchmarks/synthesize.py
 	$(PY) benchmarks/procfaces.py
+	$(PY) benchmarks/world_cnn.py
 	$(PY) benchmarks/encoder.py
 	$(PY) benchmarks/editing.py
 	$(PY) benchmarks/shards.py

@@ -193,15 +193,21 @@ def paper_judges(cfg, G, device: torch.device, notes: list[str]):
 
 
 def train_case(cfg, G, image_size: int, judge, aligner, batch: int, steps_per_epoch: int,
-               device: torch.device, warmup: int, steps: int, notes: list[str], cpu_amp: bool = False) -> dict:
+               device: torch.device, warmup: int, steps: int, notes: list[str], cpu_amp: bool = False,
+               channels_last: bool = False) -> dict:
     """The trainer's step (clcae/pipeline/train_encoder.py): autocast forward, backward, optimizer step."""
     from clcae.losses import AlignLoss, InversionLoss
     from clcae.optim import make_optimizer
     from clcae.pipeline.train_encoder import TrainStep, build_encoder, loss_config
-    from clcae.training import check_finite
+    from clcae.steps import check_finite
 
     torch.manual_seed(0)
     encoder = build_encoder(cfg, G, image_size).to(device).train()
+    if channels_last:   # as the trainer: the encoder (and the frozen aligner) in NHWC
+        encoder.to(memory_format=torch.channels_last)
+        if aligner is not None:
+            aligner.to(memory_format=torch.channels_last)
+        notes.append("encoder, generator and judges in channels_last (shared.channels_last)")
     align = AlignLoss(aligner, mode="infonce") if cfg.align > 0 else None
     loss_fn = InversionLoss(loss_config(cfg), judge, align)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -280,7 +286,8 @@ def run_case(name: str, args) -> dict:
         device = torch.device(args.device)
         warmup, steps = (1, 2) if quick else (args.warmup, args.steps)
         params = load_params(args.params)
-        G = load_generator(params.shared.generator, device=device).eval().requires_grad_(False)
+        G = load_generator(params.shared.generator, device=device, channels_last=params.shared.channels_last)
+        G.eval().requires_grad_(False)
         if part == "train":
             cfg = params.train_encoder.variant(what)
             image_size = cfg.image_size or G.size
@@ -289,7 +296,8 @@ def run_case(name: str, args) -> dict:
             aligner = default_aligner(params, G, device, notes) if cfg.align > 0 else None
             per_epoch = max(1, params.world.train_people * params.world.train_per_person // batch)
             result = train_case(cfg, G, image_size, world, aligner, batch, per_epoch,
-                                device, warmup, steps, notes, cpu_amp=args.cpu_amp or params.shared.cpu_amp)
+                                device, warmup, steps, notes, cpu_amp=args.cpu_amp or params.shared.cpu_amp,
+                                channels_last=params.shared.channels_last)
         else:
             from clcae.nets.encoder import load_encoder
             from clcae.pipeline.train_encoder import build_encoder

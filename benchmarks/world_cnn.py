@@ -4,8 +4,9 @@ autocast on the CPU, alternated so that both see the same machine.
     python benchmarks/world_cnn.py [--steps 20] [--rounds 2] [--batch 64]
 
 Prints the median step time of each setting per round. The step is the one `train_world_cnn`
-runs (WorldCNN in channels_last, CosFace head, AdamW) on random images and targets: the timing
-does not depend on the data. The stage trains in float32; this measures what bf16 would save.
+runs (WorldCNN in channels_last, `world_cnn_losses`, AdamW) on random images and targets: the
+timing does not depend on the data. The stage trains with bf16 autocast when `shared.cpu_amp`
+(the default), in float32 otherwise.
 """
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from clcae.config import WorldCNNConfig
-from clcae.worlds.procfaces.world_cnn import CosFaceHead, WorldCNN
+from clcae.worlds.procfaces.world_cnn import CosFaceHead, WorldCNN, world_cnn_losses
 
 
 def step_times(cfg: WorldCNNConfig, batch: int, steps: int, bf16: bool) -> list[float]:
@@ -32,10 +32,7 @@ def step_times(cfg: WorldCNNConfig, batch: int, steps: int, bf16: bool) -> list[
     times = []
     for _ in range(steps + 1):
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            emb, attr, trait = model(x)
-            loss = (head(emb.float(), pid) + cfg.attr_weight * F.mse_loss(attr.float(), attr_target)
-                    + cfg.trait_weight * F.mse_loss(trait.float(), trait_target))
+        loss = world_cnn_losses(model, head, x, pid, attr_target, trait_target, cfg, amp=bf16)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

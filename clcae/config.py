@@ -33,6 +33,12 @@ class SharedConfig:
     # CPU too (it always does on CUDA); faster where the CPU has bf16 units, and it changes the numbers.
     # params.yaml turns it on (the default pipeline's runs); absent from a params file it stays off
     cpu_amp: bool = False
+    # true: the convolutional nets (generator, encoders, aligner, the world's judges) keep their
+    # activations in channels_last (NHWC), oneDNN's and cuDNN's fast layout: the world generator renders
+    # about 20% faster on the CPU. The same maps up to float rounding, so it changes the last bits of
+    # every number. params.yaml turns it on; absent from a params file it stays off (on CUDA the
+    # trainers put the encoder in channels_last either way)
+    channels_last: bool = False
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import sys
@@ -41,10 +40,11 @@ from clcae.distributed import (
 )
 from clcae.errors import ClcaeError, ConfigError, InputError
 from clcae.seeding import derive_seed, seeded_generator
+from clcae.steps import check_finite, set_lr
 
 __all__ = ["BatchSchedule", "ResumePoint", "TrainingInterrupted", "StopOnSignal", "LiveLog", "code_signature", "stage_code",
            "stage_code_signature", "rng_state", "set_rng_state", "seed_rank_stream", "rank_rng_states",
-           "set_rank_rng_state", "lr_at", "set_lr", "check_finite", "Loop", "Resumed", "restore", "fit"]
+           "set_rank_rng_state", "Loop", "Resumed", "restore", "fit"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -366,19 +366,6 @@ class BatchSchedule:
 
 
 
-def lr_at(step: float, base_lr: float, warmup_steps: int, total_steps: float, final_frac: float = 0.0) -> float:
-    """Linear warm-up to ``base_lr`` over ``warmup_steps`` ((step + 1) / warmup_steps), then cosine
-    decay to ``final_frac * base_lr`` at ``total_steps``, held after it.
-
-    ``step`` may be a fraction of training (``warmup_steps=0, total_steps=1``) for trainers whose
-    progress is steps or wall time, whichever is further.
-    """
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return base_lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
-
 class EpochPlateau:
     """The official CLCAE trainer's learning rate: ``ReduceLROnPlateau`` (mode min) stepped once per
     epoch on that epoch's mean loss (the official trainer feeds it its validation losses; we have no
@@ -407,28 +394,6 @@ class EpochPlateau:
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
         self.total, self.count = state["total"], state["count"]
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def check_finite(loss, step: int, term: str) -> None:
-    """Raise FloatingPointError naming ``term`` and ``step`` when ``loss`` is NaN or inf.
-
-    ``loss``: a tensor or float, or a dict of them (the message names the bad ones; one host
-    sync for all). Call it before the optimiser step, so the last resume point stays good.
-    """
-    if isinstance(loss, Mapping):
-        values = torch.stack([torch.as_tensor(v).detach().to("cpu", torch.float64).reshape(()) for v in loss.values()])
-        if bool(torch.isfinite(values).all()):
-            return
-        bad = {k: v for k, v in zip(loss, values.tolist()) if not math.isfinite(v)}
-        raise FloatingPointError(f"{term} step {step}: non-finite {bad}")
-    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-    if not math.isfinite(value):
-        raise FloatingPointError(f"{term} step {step}: non-finite {value}")
 
 
 # ----------------------------------------------------------------------------- the training loop

@@ -244,3 +244,31 @@ def test_minibatch_stddev_matches_hand_computation():
     same = MinibatchStdDev()(torch.ones(4, 2, 3, 3))[:, 2]  # a collapsed batch has ~zero spread
     assert same.abs().max() < 1e-3
     assert MinibatchStdDev(4)(torch.randn(6, 2, 3, 3)).shape == (6, 3, 3, 3)  # group 3 divides 6
+
+
+@pytest.mark.parametrize("insert", ["next_conv", "replace"])
+def test_channels_last_renders_the_same_images_contiguous(insert):
+    """shared.channels_last: NHWC activations, the same renders up to float rounding (every output
+    path: image, layer features, an inserted f, the preview), returned NCHW-contiguous."""
+    torch.manual_seed(0)
+    G = Generator(64, style_dim=32, n_mlp=2, channels={4: 32, 8: 32, 16: 16, 32: 16, 64: 8}).eval()
+    wplus = G.mapped(torch.randn(3, 32))[:, None].expand(-1, G.n_latent, -1).contiguous()
+    f = torch.randn(3, *G.feature_shape(5))
+
+    def outputs():
+        with torch.no_grad():
+            image, own = G.synthesis(wplus, return_features=True)
+            return [image, own, G.synthesis(wplus, feature=f, feature_insert=insert), G.layer_features(wplus, 5),
+                    G.synthesis(wplus, max_size=16)]
+
+    layouts = []
+    G.convs[-1].register_forward_hook(lambda m, i, o: layouts.append(o.is_contiguous(memory_format=torch.channels_last)))
+    nchw = outputs()
+    assert G.use_channels_last() is G and G.memory_format == torch.channels_last
+    nhwc = outputs()
+    assert layouts == [False] * 2 + [True] * 2   # the last conv (64 px) ran NCHW, then NHWC (f inserted too)
+    for a, b in zip(nchw, nhwc):
+        assert b.is_contiguous() and b.shape == a.shape
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    G.use_channels_last(False)
+    assert all(torch.equal(a, b) for a, b in zip(nchw, outputs()))   # back to NCHW: the very same bits

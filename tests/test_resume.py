@@ -20,16 +20,14 @@ from conftest import ROOT
 from clcae import training
 from clcae.errors import ClcaeError, ConfigError, InputError
 from clcae.pipeline import stage_main
+from clcae.steps import check_finite, lr_at, set_lr
 from clcae.training import (
     LiveLog,
     ResumeMismatch,
     ResumePoint,
     StopOnSignal,
     TrainingInterrupted,
-    check_finite,
     code_signature,
-    lr_at,
-    set_lr,
     stage_code,
 )
 
@@ -133,10 +131,11 @@ def test_the_pipeline_stages_hash_their_code(monkeypatch):
     monkeypatch.chdir(ROOT)
     assert stage_code("synthesize") == ["stages/synthesize.py", "clcae/pipeline/synthesize.py", "clcae/shards.py",
                                         "clcae/nets/stylegan2.py",
-                                        "clcae/training.py", "clcae/seeding.py", "clcae/images.py",
+                                        "clcae/training.py", "clcae/steps.py", "clcae/seeding.py", "clcae/images.py",
                                         "clcae/distributed.py", "clcae/data.py", "clcae/io.py"]
     aligner = stage_code("train_aligner")
     assert "clcae/pipeline/train_aligner.py" in aligner and "clcae/training.py" in aligner and "data/pairs" not in aligner
+    assert "clcae/steps.py" in stage_code("world") and "clcae/training.py" not in stage_code("world")  # the Loop is not the world's
 
 
 # ----------------------------------------------------------------------------- resume points

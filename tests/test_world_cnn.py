@@ -143,3 +143,36 @@ def test_blur_shift_is_the_mean_readout_change_in_label_stds(model, faces):
     torch.testing.assert_close(torch.tensor(list(shift.values())), by_hand, atol=1e-5, rtol=0)
     flat = torch.zeros(2, 3, 64, 64)  # blurring a flat image changes nothing
     assert all(abs(v) < 1e-6 for v in wc.blur_shift(model, flat).values())
+
+
+def test_world_cnn_losses_by_hand_and_under_bf16(model, faces):
+    """The objective's terms against their definitions; bf16 autocast of the forward (shared.cpu_amp)
+    moves them by bf16 rounding only, and the terms stay float32."""
+    cfg = wc.WorldCNNConfig(n_people=5)
+    torch.manual_seed(1)
+    head = wc.CosFaceHead(model.emb_dim, 5, cfg.margin, cfg.scale)
+    pid, attr_t, trait_t = torch.tensor([0, 1, 2, 3, 4, 0]), torch.randn(6, 7), torch.randn(6, 20)
+    with torch.no_grad():
+        terms = wc.world_cnn_losses(model, head, faces, pid, attr_t, trait_t, cfg)
+        emb, attr, trait = model(faces)
+        cos = F.normalize(emb, dim=1) @ F.normalize(head.weight, dim=1).t() - cfg.margin * F.one_hot(pid, 5)
+        by_hand = {"id": F.cross_entropy(cfg.scale * cos, pid), "attr": (attr - attr_t).square().mean(),
+                   "trait": (trait - trait_t).square().mean()}
+        by_hand["total"] = by_hand["id"] + cfg.attr_weight * by_hand["attr"] + cfg.trait_weight * by_hand["trait"]
+        for k, v in by_hand.items():
+            torch.testing.assert_close(terms[k], v, rtol=1e-5, atol=1e-6)
+        amp = wc.world_cnn_losses(model, head, faces, pid, attr_t, trait_t, cfg, amp=True)
+    for k, v in terms.items():
+        assert amp[k].dtype == torch.float32
+        torch.testing.assert_close(amp[k], v, rtol=0.05, atol=0.02)
+    assert not torch.equal(amp["total"], terms["total"])   # the forward did run in bf16
+
+
+def test_tiny_training_run_under_bf16_autocast(tmp_path):
+    cfg = wc.WorldCNNConfig(n_people=24, per_person=4, steps=40, batch_size=32, lr=2e-3,
+                            widths=(8, 16, 16, 32, 32), emb_dim=16, eval_people=6,
+                            eval_per_person=2, seed=1)
+    metrics = wc.train_world_cnn(cfg, tmp_path / "w.pt", progress=False, cpu_amp=True)
+    assert metrics["cpu_amp"] and metrics["final_loss_attr"] < 0.7 * metrics["first_loss_attr"]
+    back = wc.load_world_cnn(tmp_path / "w.pt")
+    assert all(p.dtype == torch.float32 for p in back.parameters())   # autocast: the weights stay float32

@@ -460,3 +460,23 @@ def test_ffhq_judge_runs_arcface_once_for_identity_and_features(lpips_net):
     torch.testing.assert_close(cols[identity_column(world)], (world.identity(y) * world.identity(x)).sum(1))
     torch.testing.assert_close(scored["f"][0]["lpips"], torch.zeros(2), atol=1e-6, rtol=0)
     torch.testing.assert_close(feats, world.identity(y))
+
+
+def test_shared_channels_last_loads_the_judges_nhwc_with_the_same_readouts(procfaces_dir):
+    """load_world with shared.channels_last: the world CNN's conv weights in channels_last, its
+    readouts (describe, perceptual) those of the NCHW world up to float rounding."""
+    params = Params()
+    params.world.out_dir = str(procfaces_dir[0])
+    nchw = load_world(params, "cpu")
+    params.shared.channels_last = True
+    nhwc = load_world(params, "cpu")
+    convs = [m.weight for m in nhwc.cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not any(m.weight.is_contiguous(memory_format=torch.channels_last)
+                   for m in nchw.cnn.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
+    x = procfaces_dir[4][:6]
+    with torch.no_grad():
+        a, b = nchw.describe(x), nhwc.describe(x)
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(nhwc.perceptual(x, x.flip(0)), nchw.perceptual(x, x.flip(0)), rtol=1e-4, atol=1e-6)

@@ -291,7 +291,7 @@ def run(params) -> dict:
     cfg = params.evaluate
     device = stage_device(params.shared)
     start = time.perf_counter()
-    G = load_generator(params.shared.generator, device=device).eval()
+    G = load_generator(params.shared.generator, device=device, channels_last=params.shared.channels_last).eval()
     world = load_world(params, device)
     variants = evaluated_variants(params)
     directions, no_editing = editing_directions(params, world, G, cfg)

@@ -150,7 +150,7 @@ def run(params) -> dict:
 
     cfg, seed = params.fit_directions, params.shared.seed
     device = stage_device(params.shared)
-    G = load_generator(params.shared.generator, device=device).eval()
+    G = load_generator(params.shared.generator, device=device, channels_last=params.shared.channels_last).eval()
     world = load_world(params, device)
     out, report = Path(cfg.out_dir), Path(cfg.report_dir)
     report.mkdir(parents=True, exist_ok=True)

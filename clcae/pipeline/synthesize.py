@@ -39,6 +39,7 @@ class PairSpec:
     noise_mode: str
     resolution: int
     seed: int
+    channels_last: bool = False  # shared.channels_last: the same renders up to float rounding, other bits
     generator_sha256: str = ""  # the checkpoint's content: a new generator at the same path is a new spec
     code_sha256: str = ""  # the stage's code (clcae.training.stage_code_signature): new code, new pairs
 
@@ -146,10 +147,11 @@ def synthesize_stage(params, cfg, rank: int, world_size: int, device) -> dict:
     from clcae.nets.stylegan2 import load_generator
     from clcae.training import stage_code_signature
 
-    G = load_generator(params.shared.generator, device=device)
+    G = load_generator(params.shared.generator, device=device, channels_last=params.shared.channels_last)
     spec = PairSpec(generator=params.shared.generator, n_pairs=cfg.n_pairs, shard_size=cfg.shard_size,
                     truncation=cfg.truncation, noise_mode=cfg.noise_mode,
                     resolution=cfg.resolution or G.size, seed=params.shared.seed,
+                    channels_last=params.shared.channels_last,
                     generator_sha256=file_sha256(params.shared.generator),
                     code_sha256=stage_code_signature("synthesize"))
     start = time.perf_counter()

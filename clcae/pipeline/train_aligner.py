@@ -28,7 +28,8 @@ from clcae.io import save_json
 from clcae.losses import InfoNCELoss, retrieval_topk
 from clcae.nets.aligner import Aligner, AlignerConfig, save_aligner
 from clcae.shards import batch_loader, open_pairs, pairs_manifest
-from clcae.training import BatchSchedule, Loop, ResumePoint, fit, lr_at, restore, seed_rank_stream, stage_code_signature
+from clcae.steps import lr_at
+from clcae.training import BatchSchedule, Loop, ResumePoint, fit, restore, seed_rank_stream, stage_code_signature
 
 
 def aligner_config(cfg, image_size: int, style_dim: int) -> AlignerConfig:
@@ -46,7 +47,7 @@ def run_signature(params, world_size: int) -> dict:
     cfg = {k: v for k, v in dataclasses.asdict(params.train_aligner).items()
            if k not in ("out_dir", "report_dir", "launcher", "loader_workers")}
     return {"params": {**cfg, "seed": params.shared.seed, "world_size": world_size,
-                       "cpu_amp": params.shared.cpu_amp},
+                       "cpu_amp": params.shared.cpu_amp, "channels_last": params.shared.channels_last},
             "data": pairs_manifest(params.synthesize.out_dir), "code": stage_code_signature("train_aligner")}
 
 
@@ -87,6 +88,8 @@ def _train(params, cfg, seed, rank, world_size, device) -> dict:
     model.set_averages(stats["image_avg"], stats["w_avg"])
     seed_rank_stream(seed, rank)   # one init for all ranks, then each rank its own dropout masks
     model.to(device).train()
+    if params.shared.channels_last:   # the image tower's convs in NHWC (oneDNN's fast layout on the CPU)
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out, report = Path(cfg.out_dir), Path(cfg.report_dir)
     point = ResumePoint(out / RESUME_FILE, run_signature(params, world_size))

@@ -46,13 +46,13 @@ from clcae.schedules import feature_blend
 from clcae.scoring import score_reconstructions
 from clcae.shards import ImageBatches, batch_loader
 from clcae.spaces import SPACES
+from clcae.steps import lr_at
 from clcae.training import (
     BatchSchedule,
     EpochPlateau,
     Loop,
     ResumePoint,
     fit,
-    lr_at,
     restore,
     seed_rank_stream,
     stage_code_signature,
@@ -172,7 +172,7 @@ def run_signature(params, cfg: EncoderTrainConfig, world_size: int, data: dict) 
     """What a resume point must share with this run (the worker count changes no result)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_ONLY}
     return {"params": {**settings, "seed": params.shared.seed, "world_size": world_size,
-                       "cpu_amp": params.shared.cpu_amp},
+                       "cpu_amp": params.shared.cpu_amp, "channels_last": params.shared.channels_last},
             "data": data, "code": stage_code_signature("train_encoder")}
 
 
@@ -190,7 +190,8 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     seed = params.shared.seed
     out = Path(params.train_encoder.out_dir) / variant
     report = Path(params.train_encoder.report_dir) / variant
-    G = load_generator(params.shared.generator, device=device).eval().requires_grad_(False)
+    G = load_generator(params.shared.generator, device=device, channels_last=params.shared.channels_last)
+    G.eval().requires_grad_(False)
     image_size = cfg.image_size or G.size
     world = load_world(params, device)
     train_set, test_set = world.train_images(image_size), world.test_images(image_size)
@@ -215,8 +216,11 @@ def train(params, cfg: EncoderTrainConfig, variant: str, rank: int, world_size: 
     if cfg.init:
         start_from(encoder, cfg.init, G, where)
     seed_rank_stream(seed, rank)   # one init for all ranks, then each rank its own dropout masks, flips, noise
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    encoder.to(memory_format=memory_format)  # NHWC convs on GPUs
+    # NHWC convs on GPUs, and on the CPU with shared.channels_last (oneDNN's fast layout)
+    memory_format = torch.channels_last if device.type == "cuda" or params.shared.channels_last else torch.contiguous_format
+    encoder.to(memory_format=memory_format)
+    if aligner is not None:
+        aligner.to(memory_format=memory_format)
     align = AlignLoss(aligner, mode="infonce") if cfg.align > 0 else None
     loss_fn = InversionLoss(loss_config(cfg), world, align)
     opt = make_optimizer(cfg.optimizer, encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

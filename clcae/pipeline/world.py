@@ -45,10 +45,10 @@ def run(params: Params) -> dict:
         "test", cfg.test_people, cfg.test_per_person, seed, size=cfg.size)
     procfaces.write_png_folder(test_images, procfaces.labels_frame(test_u, test_person, test_labels), out / "test")
 
-    cnn_metrics = train_world_cnn(with_seed(cfg.world_cnn, seed), out / "world_cnn.pt")
+    cnn_metrics = train_world_cnn(with_seed(cfg.world_cnn, seed), out / "world_cnn.pt", cpu_amp=params.shared.cpu_amp)
     cnn = load_world_cnn(out / "world_cnn.pt").to(device).eval()
 
-    G = load_generator(params.shared.generator, device=device)
+    G = load_generator(params.shared.generator, device=device, channels_last=params.shared.channels_last)
     quality, samples = generator_quality(G, cnn, images, n=cfg.quality_samples, seed=seed)
     report = Path(cfg.report_dir)
     save_image_grid(samples[:64], report / "generator_samples.png")

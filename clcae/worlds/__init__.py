@@ -27,7 +27,7 @@ def load_world(params, device: str | torch.device | None = None) -> World:
         from clcae.distributed import stage_device
 
         device = stage_device(params.shared)
-    return cls.from_params(params).to(device)
+    return cls.from_params(params).to(device).use_channels_last(params.shared.channels_last)
 
 
 __all__ = ["World", "load_world", "WORLDS"]

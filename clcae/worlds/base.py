@@ -151,6 +151,13 @@ class World(ABC):
             judge.to(self.device)
         return self
 
+    def use_channels_last(self, on: bool = True) -> World:
+        """The judges' conv weights, hence their activations, in channels_last (``shared.channels_last``;
+        :meth:`clcae.nets.stylegan2.Generator.use_channels_last`): the same readouts up to float rounding."""
+        for judge in self.judges():
+            judge.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+        return self
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, image_size={self.image_size}, "
                 f"identity={self.identity_name!r}, perceptual={self.perceptual_name!r}, "

@@ -50,7 +50,8 @@ from clcae.nets.stylegan2 import (
     save_generator,
 )
 from clcae.seeding import seeded_generator
-from clcae.training import PROJECT_ROOT, ResumePoint, StopOnSignal, check_finite, code_signature, lr_at, set_lr
+from clcae.steps import check_finite, lr_at, set_lr
+from clcae.training import PROJECT_ROOT, ResumePoint, StopOnSignal, code_signature
 from clcae.worlds.procfaces import procfaces
 from clcae.worlds.procfaces.quality import generator_quality, sample_images, train_images
 from clcae.worlds.procfaces.world_cnn import WorldCNN, feature_distance, load_world_cnn, train_world_cnn

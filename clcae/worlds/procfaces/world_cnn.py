@@ -33,7 +33,7 @@ from clcae.images import gaussian_blur, to_float, to_uint8
 from clcae.io import read_checkpoint, save_torch
 from clcae.metrics.regression import attribute_r2
 from clcae.metrics.verification import verification_accuracy
-from clcae.training import check_finite, lr_at, set_lr
+from clcae.steps import check_finite, lr_at, set_lr
 from clcae.worlds.procfaces import procfaces as pf
 
 INPUT_SIZE = 64
@@ -212,6 +212,24 @@ class CosFaceHead(nn.Module):
         return F.cross_entropy(self.scale * cos, target)
 
 
+def world_cnn_losses(model: WorldCNN, head: CosFaceHead, x: torch.Tensor, pid: torch.Tensor,
+                     attr_target: torch.Tensor, trait_target: torch.Tensor, cfg: WorldCNNConfig,
+                     amp: bool = False) -> dict[str, torch.Tensor]:
+    """The training objective on one batch ``x [B, 3, 64, 64]``: ``{"id", "attr", "trait", "total"}``.
+
+    CosFace over the person ids ``pid [B]`` on the identity embedding, MSE on the standardised
+    attributes ``[B, 7]``, ``trait_weight`` x MSE on the identity traits ``[B, 20]``. ``amp``: the
+    network's forward under bf16 autocast (``shared.cpu_amp``); the head and the losses run in
+    float32 either way (the CosFace logits are scaled by 16: bf16 would round them by 0.06)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        emb, attr, trait = model(x)
+    loss_id = head(emb.float(), pid)
+    loss_attr = F.mse_loss(attr.float(), attr_target)
+    loss_trait = F.mse_loss(trait.float(), trait_target)
+    total = loss_id + cfg.attr_weight * loss_attr + cfg.trait_weight * loss_trait
+    return {"id": loss_id, "attr": loss_attr, "trait": loss_trait, "total": total}
+
+
 # --------------------------------------------------------------------------------------------
 # Save / load
 # --------------------------------------------------------------------------------------------
@@ -363,13 +381,14 @@ def _lr_at(step: int, cfg: WorldCNNConfig) -> float:
 
 
 def train_world_cnn(cfg: WorldCNNConfig | dict | None = None, out_path: str | os.PathLike | None = None,
-                    progress: bool = True, data: dict | None = None) -> dict:
+                    progress: bool = True, data: dict | None = None, cpu_amp: bool = False) -> dict:
     """Render data, train with AdamW on CPU, evaluate, save to ``out_path``; return metrics.
 
     Losses: CosFace over person ids on the identity embedding, MSE on standardised attributes,
     auxiliary MSE on the identity traits. Metrics: per-attribute R^2 and identity verification
     accuracy on held-out people of the train split (no details) and of the test split (details
     on), losses, timings. ``data`` (from :func:`make_datasets` with the same cfg) skips rendering.
+    ``cpu_amp``: the forward under bf16 autocast (``shared.cpu_amp``; :func:`world_cnn_losses`).
     """
     if cfg is None:
         cfg = WorldCNNConfig()
@@ -419,21 +438,17 @@ def train_world_cnn(cfg: WorldCNNConfig | dict | None = None, out_path: str | os
             x = gaussian_blur(x, torch.rand(len(idx), generator=g_blur) * cfg.blur_sigma * blurred)
         x = x.contiguous(memory_format=torch.channels_last)
         set_lr(opt, _lr_at(step, cfg))
-        emb, attr, trait = model(x)
-        loss_id = head(emb, pid[idx])
-        loss_attr = F.mse_loss(attr, targets[idx])
-        loss_trait = F.mse_loss(trait, traits[idx])
-        loss = loss_id + cfg.attr_weight * loss_attr + cfg.trait_weight * loss_trait
-        check_finite({"id": loss_id, "attr": loss_attr, "trait": loss_trait, "total": loss}, step, "world CNN")
+        losses = world_cnn_losses(model, head, x, pid[idx], targets[idx], traits[idx], cfg, amp=cpu_amp)
+        check_finite(losses, step, "world CNN")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses["total"].backward()
         opt.step()
-        history.append({"step": step, "loss_id": loss_id.item(), "loss_attr": loss_attr.item(),
-                        "loss_trait": loss_trait.item()})
+        row = {"step": step, **{f"loss_{k}": losses[k].item() for k in ("id", "attr", "trait")}}
+        history.append(row)
         if progress and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             rate = (step + 1) * cfg.batch_size / (time.perf_counter() - t1)
-            log(f"[world_cnn] step {step:4d}  id {loss_id.item():.3f}  attr {loss_attr.item():.4f}  "
-                f"trait {loss_trait.item():.4f}  lr {_lr_at(step, cfg):.1e}  {rate:.0f} img/s")
+            log(f"[world_cnn] step {step:4d}  id {row['loss_id']:.3f}  attr {row['loss_attr']:.4f}  "
+                f"trait {row['loss_trait']:.4f}  lr {_lr_at(step, cfg):.1e}  {rate:.0f} img/s")
     t_train = time.perf_counter() - t1
 
     model.eval()
@@ -444,6 +459,7 @@ def train_world_cnn(cfg: WorldCNNConfig | dict | None = None, out_path: str | os
         "final_loss_attr": float(np.mean([h["loss_attr"] for h in history[-20:]])),
         "first_loss_attr": float(np.mean([h["loss_attr"] for h in history[:5]])),
         "n_params": int(n_params),
+        "cpu_amp": bool(cpu_amp),
         "render_s": round(t_render, 2),
         "train_s": round(t_train, 2),
         "total_s": round(time.perf_counter() - t0, 2),

@@ -1,14 +1,17 @@
-"""Generator forward speed: images/s and peak memory, ours vs the reference's ops.
+"""Generator forward speed: images/s and peak memory, ours vs the reference's ops, NCHW vs NHWC.
 
 The "reference ops" path swaps in the rosinality CPU path on the same weights: a grouped
 conv with per-sample modulated weights and the native upfirdn2d (zero-insert, pad,
-conv, per call). Run: ``python benchmarks/generator.py [--device cuda]``.
+conv, per call). "NHWC" is ours with the activations in channels_last (``shared.channels_last``,
+``Generator.use_channels_last``), timed right after the NCHW run. Also the committed world
+generator when present. Run: ``python benchmarks/generator.py [--device cuda]``.
 """
 import argparse
 import contextlib
 import platform
 import resource
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +81,9 @@ def main():
     }
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {device}, batch {args.batch}")
+    world = Path(__file__).resolve().parents[1] / "assets/procfaces/generator.pt"
+    if world.is_file():
+        configs["world generator (64px)"] = sg.load_generator(world, device)
     for name, G in configs.items():
         G = G.to(device).eval()
         z = torch.randn(2, G.style_dim, device=device)
@@ -92,9 +98,11 @@ def main():
             torch.cuda.reset_peak_memory_stats()
         fast = images_per_s(G, args.batch, device, args.seconds)
         mem = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib())
+        nhwc = images_per_s(G.use_channels_last(), args.batch, device, args.seconds)
+        G.use_channels_last(False)
         with reference_ops():
             slow = images_per_s(G, args.batch, device, args.seconds)
-        print(f"{name:24s} ours {fast:8.1f} img/s | reference ops {slow:8.1f} img/s | "
+        print(f"{name:24s} ours {fast:8.1f} img/s (NHWC {nhwc:8.1f}) | reference ops {slow:8.1f} img/s | "
               f"speed-up x{fast / slow:.2f} | peak {'GPU' if device.type == 'cuda' else 'RSS'} {mem:.0f} MiB")
 
 

@@ -6,8 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+WEB_STAMP := $(VENV)/.installed-web
 
-.PHONY: repro test bench world-generator clean-venv
+.PHONY: repro test bench serve world-generator clean-venv
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +20,10 @@ $(TEST_STAMP): $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(TEST_STAMP)
 
+$(WEB_STAMP): $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[web]'
+	touch $(WEB_STAMP)
+
 # stage commands call `python`: the venv goes first on PATH
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
@@ -26,6 +31,10 @@ repro: $(STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# the web page (`clcae serve`, docs/cli.md) needs the `web` extra (gradio), which `make repro` leaves out
+serve: $(WEB_STAMP)
+	$(VENV)/bin/clcae serve
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/pipeline_time.py   # the pipelines' time, from the stages' own records

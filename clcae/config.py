@@ -35,9 +35,11 @@ class SharedConfig:
     cpu_amp: bool = False
     # true: the convolutional nets (generator, encoders, aligner, the world's judges) keep their
     # activations in channels_last (NHWC), oneDNN's and cuDNN's fast layout: the world generator renders
-    # about 20% faster on the CPU. The same maps up to float rounding, so it changes the last bits of
-    # every number. params.yaml turns it on; absent from a params file it stays off (on CUDA the
-    # trainers put the encoder in channels_last either way)
+    # 7-22% faster on the 2-core CPU, wider generators 36-44% (docs/benchmarks.md). The same maps up to
+    # float rounding, so it changes the last bits of every number. params.yaml turns it on; absent from
+    # a params file it stays off (on CUDA the encoder trainer puts the encoder and the frozen aligner in
+    # channels_last either way). torch 2.14.1's CPU backward of a strided 1x1 conv with 8 input channels
+    # crashes in channels_last at 48 px and up (docs/pipeline.md, "Memory layout")
     channels_last: bool = False
 
 

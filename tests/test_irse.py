@@ -104,3 +104,43 @@ def test_id_encoder_is_frozen_but_differentiable_in_its_input():
     assert all(p.grad is None for p in encoder.parameters())
     # outside the face box the image does not matter
     assert image.grad[:, :, :35].abs().max() == 0 and image.grad[:, :, :, 220:].abs().max() == 0
+
+
+DEFAULT_NETS_NHWC_STEP = """
+import torch
+from clcae.config import load_params
+from clcae.nets.aligner import Aligner
+from clcae.nets.stylegan2 import load_generator
+from clcae.pipeline.train_aligner import aligner_config
+from clcae.pipeline.train_encoder import build_encoder
+
+params = load_params("params.yaml")
+assert params.shared.channels_last
+G = load_generator(params.shared.generator)
+nets = [Aligner(aligner_config(params.train_aligner, G.size, G.style_dim)).image_encoder]
+nets += [build_encoder(params.train_encoder.variant(v), G, G.size) for v in params.train_encoder.variants]
+for amp in (False, True):
+    for net in nets:
+        net.train().to(memory_format=torch.channels_last)
+        x = torch.randn(2, 3, G.size, G.size).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = net(x)
+        parts = [out] if isinstance(out, torch.Tensor) else list(out) if isinstance(out, tuple) else list(vars(out).values())
+        sum(o.float().sum() for o in parts if isinstance(o, torch.Tensor)).backward()
+print("ok", len(nets))
+"""
+
+
+def test_default_nets_train_in_channels_last_on_the_cpu():
+    """torch 2.14.1 crashes the process in the CPU backward of a strided 1x1 conv in channels_last with
+    8 input channels at 48 px and up (docs/pipeline.md, "Memory layout"); IR-SE's shortcut is one. The
+    default params.yaml's aligner and encoders (shared.channels_last: true) must not meet it: one
+    forward and backward of each, float32 and bf16, in a subprocess so that a crash fails this test."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", DEFAULT_NETS_NHWC_STEP], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), (proc.returncode, proc.stderr[-2000:])

@@ -7,6 +7,7 @@ over test images, 95% intervals) and writes ``reports/claims.csv``, ``reports/re
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,8 @@ def run(params) -> dict:
              "train_encoder": Path(params.train_encoder.report_dir),
              "edit_figures": list((evaluate_dir / "figures").glob("edits_*.png"))}
     out = Path(params.report.out_dir)
+    start = time.perf_counter()
     summary = write_report(paths, out, params.report.n_boot, params.shared.seed)
+    summary["seconds"] = round(time.perf_counter() - start, 1)   # benchmarks/pipeline_time.py reads it
     save_json(summary, out / "report_summary.json")
     return summary
